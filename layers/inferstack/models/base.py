@@ -1,0 +1,137 @@
+"""The backend-agnostic model interface (KServe's shape: load -> ready -> predict).
+
+Hosts call `apredict` from an event loop; the default runs `predict` on the model's
+own thread pool. A batching backend (the GPU container) overrides `apredict`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from inferstack.exceptions import BadRequestError, InferStackError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from inferstack.protocol.types import InferInput, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+Tensors = dict[str, "np.ndarray"]
+
+
+class Model(ABC):
+    """A named, versioned model with a fixed signature."""
+
+    platform: ClassVar[str] = "unknown"
+
+    def __init__(self, name: str, version: str | None = None) -> None:
+        self.name = name
+        self.version = version
+        self.ready = False
+        self.error: str | None = None
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self._executor: ThreadPoolExecutor | None = None
+
+    @abstractmethod
+    def load(self) -> None:
+        """Fetch and load the model, fill `inputs`/`outputs`, warm it up."""
+
+    @abstractmethod
+    def predict(self, inputs: Tensors, output_names: list[str] | None = None) -> Tensors:
+        """Run on validated inputs; returns the requested outputs (all when None)."""
+
+    async def apredict(self, inputs: Tensors, output_names: list[str] | None = None) -> Tensors:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.concurrency(), thread_name_prefix=f"model-{self.name}"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.predict, inputs, output_names)
+
+    def concurrency(self) -> int:
+        """How many predictions may run at once on this host."""
+        return 4
+
+    def load_safely(self) -> bool:
+        """Load, recording (not raising) a failure, so one bad model leaves the others up."""
+        try:
+            self.load()
+        except InferStackError as exc:
+            self._fail(exc.message)
+        except Exception as exc:
+            logger.exception("model %s failed to load", self.name)
+            self._fail(f"{type(exc).__name__} while loading the model")
+        else:
+            self.ready, self.error = True, None
+        return self.ready
+
+    def _fail(self, reason: str) -> None:
+        self.ready, self.error = False, reason
+        logger.error("model %s is not ready: %s", self.name, reason)
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": self.name,
+            "platform": self.platform,
+            "inputs": [spec.as_dict() for spec in self.inputs],
+            "outputs": [spec.as_dict() for spec in self.outputs],
+        }
+        if self.version is not None:
+            meta["versions"] = [self.version]
+        return meta
+
+    def validate(self, inputs: list[InferInput], output_names: list[str] | None) -> Tensors:
+        """Check inputs against the signature; returns them keyed by name."""
+        expected = {spec.name: spec for spec in self.inputs}
+        given: Tensors = {}
+        for tensor in inputs:
+            spec = expected.get(tensor.name)
+            if spec is None:
+                raise BadRequestError(
+                    f"model '{self.name}' has no input '{tensor.name}'; "
+                    f"its inputs are {sorted(expected)}"
+                )
+            if tensor.name in given:
+                raise BadRequestError(f"input '{tensor.name}' is given twice")
+            if tensor.datatype != spec.datatype:
+                raise BadRequestError(
+                    f"input '{tensor.name}' has datatype {tensor.datatype}; "
+                    f"model '{self.name}' expects {spec.datatype}"
+                )
+            if not _shape_fits(tensor.shape, spec.shape):
+                raise BadRequestError(
+                    f"input '{tensor.name}' has shape {list(tensor.shape)}; "
+                    f"model '{self.name}' expects {list(spec.shape)} (-1: any size)"
+                )
+            given[tensor.name] = tensor.data
+        missing = [name for name in expected if name not in given]
+        if missing:
+            raise BadRequestError(f"model '{self.name}' needs inputs {missing} that are missing")
+        if output_names is not None:
+            known = {spec.name for spec in self.outputs}
+            unknown = [name for name in output_names if name not in known]
+            if unknown:
+                raise BadRequestError(
+                    f"model '{self.name}' has no outputs {unknown}; its outputs are {sorted(known)}"
+                )
+        return given
+
+    def output_spec(self, name: str) -> TensorSpec:
+        return next(spec for spec in self.outputs if spec.name == name)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def _shape_fits(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    return len(shape) == len(expected) and all(
+        want < 0 or got == want for got, want in zip(shape, expected, strict=True)
+    )

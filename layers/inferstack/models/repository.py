@@ -1,0 +1,78 @@
+"""The models a host serves, keyed by name (KServe's ModelRepository)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from inferstack.exceptions import ModelNotFoundError, ModelNotReadyError
+from inferstack.models.base import Model
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+
+class ModelRepository:
+    def __init__(self, models: Iterable[Model] = ()) -> None:
+        self._models: dict[str, Model] = {}
+        for model in models:
+            self.add(model)
+
+    def add(self, model: Model) -> None:
+        if model.name in self._models:
+            raise ValueError(f"two models are named {model.name!r}")
+        self._models[model.name] = model
+
+    def load_all(self) -> None:
+        """Load every model; one that fails is left not-ready with its reason."""
+        models = list(self._models.values())
+        if len(models) == 1:
+            models[0].load_safely()
+            return
+        with ThreadPoolExecutor(max_workers=min(4, len(models))) as pool:
+            list(pool.map(Model.load_safely, models))
+
+    def get(self, name: str, version: str | None = None) -> Model:
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFoundError(f"model '{name}' is not served here")
+        if version is not None and version != model.version:
+            raise ModelNotFoundError(
+                f"model '{name}' has no version '{version}'; it serves version '{model.version}'"
+            )
+        return model
+
+    def get_ready(self, name: str, version: str | None = None) -> Model:
+        model = self.get(name, version)
+        if not model.ready:
+            reason = f": {model.error}" if model.error else " (still loading)"
+            raise ModelNotReadyError(f"model '{name}' is not ready{reason}")
+        return model
+
+    def ready(self) -> bool:
+        return bool(self._models) and all(model.ready for model in self._models.values())
+
+    def index(self) -> list[dict[str, Any]]:
+        """Entries of the model-repository extension's index."""
+        entries = []
+        for model in self._models.values():
+            entry: dict[str, Any] = {
+                "name": model.name,
+                "state": "READY" if model.ready else "UNAVAILABLE",
+            }
+            if model.version is not None:
+                entry["version"] = model.version
+            if model.error:
+                entry["reason"] = model.error
+            entries.append(entry)
+        return entries
+
+    def __iter__(self) -> Iterator[Model]:
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def close(self) -> None:
+        for model in self._models.values():
+            model.close()

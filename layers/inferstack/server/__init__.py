@@ -1,0 +1,1 @@
+"""Hosts for the data plane: the FastAPI app and the local `inferstack serve` server."""

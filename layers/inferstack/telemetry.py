@@ -1,0 +1,136 @@
+"""Logs, metrics and traces with Powertools for AWS Lambda.
+
+Metrics are CloudWatch EMF lines on stdout (Lambda, ECS awslogs and SageMaker all
+ship stdout to CloudWatch Logs, which extracts them), one document per request.
+Dimensions: environment, model, model version; errors also by class.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from inferstack.constants import (
+    DEFAULT_ENVIRONMENT,
+    DEFAULT_METRICS_NAMESPACE,
+    ENV_ENVIRONMENT,
+    ENV_METRICS_NAMESPACE,
+    ENV_TRACING,
+)
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger, Metrics, Tracer
+
+SERVICE = "inferstack"
+
+# The error class a status maps to, as the ErrorClass dimension of the Errors metric.
+ERROR_CLASSES = {
+    400: "BadRequest",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    500: "Internal",
+    503: "NotReady",
+}
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What one request did, as the data plane saw it."""
+
+    endpoint: str
+    status: int
+    total_ms: float
+    model: str | None = None
+    model_version: str | None = None
+    model_ms: float | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+
+
+class Telemetry:
+    """No-op telemetry: the local server's default."""
+
+    logger: Logger | None = None
+
+    def record(self, record: RequestRecord) -> None:
+        """Account for one request."""
+
+    def trace(self, name: str) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+
+class PowertoolsTelemetry(Telemetry):
+    """EMF metrics + structured JSON logs (+ X-Ray subsegments when tracing is on)."""
+
+    def __init__(
+        self,
+        *,
+        environment: str | None = None,
+        namespace: str | None = None,
+        tracing: bool | None = None,
+    ) -> None:
+        from aws_lambda_powertools import Logger, Metrics
+
+        self.environment = environment or os.environ.get(ENV_ENVIRONMENT) or DEFAULT_ENVIRONMENT
+        self.namespace = (
+            namespace or os.environ.get(ENV_METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE
+        )
+        self.logger = Logger(service=SERVICE)
+        self.metrics: Metrics = Metrics(namespace=self.namespace, service=SERVICE)
+        self.metrics.set_default_dimensions(environment=self.environment)
+        self._cold = True
+        if tracing is None:
+            tracing = os.environ.get(ENV_TRACING, "").lower() in ("1", "true", "yes")
+        self.tracer: Tracer | None = _make_tracer() if tracing else None
+
+    def record(self, record: RequestRecord) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        metrics = self.metrics
+        if record.model is not None:
+            metrics.add_dimension("model", record.model)
+            metrics.add_dimension("model_version", record.model_version or "unversioned")
+        metrics.add_metric("Requests", MetricUnit.Count, 1)
+        metrics.add_metric("Latency", MetricUnit.Milliseconds, record.total_ms)
+        if record.model_ms is not None:
+            metrics.add_metric("ModelLatency", MetricUnit.Milliseconds, record.model_ms)
+        metrics.add_metric("RequestBytes", MetricUnit.Bytes, record.request_bytes)
+        metrics.add_metric("ResponseBytes", MetricUnit.Bytes, record.response_bytes)
+        if self._cold:
+            metrics.add_metric("ColdStart", MetricUnit.Count, 1)
+            self._cold = False
+        metrics.flush_metrics()
+        if record.status >= 400:
+            self._record_error(record)
+
+    def _record_error(self, record: RequestRecord) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+        error_class = ERROR_CLASSES.get(record.status, f"Status{record.status}")
+        dimensions = {"environment": self.environment, "model": record.model or "none"}
+        with single_metric(
+            name="Errors",
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=self.namespace,
+            default_dimensions=dimensions,
+        ) as metric:
+            metric.add_dimension("ErrorClass", error_class)
+
+    def trace(self, name: str) -> AbstractContextManager[Any]:
+        if self.tracer is None:
+            return nullcontext()
+        return self.tracer.provider.in_subsegment(name=name)
+
+
+def _make_tracer() -> Tracer | None:
+    try:
+        from aws_lambda_powertools import Tracer
+
+        return Tracer(service=SERVICE)
+    except ImportError:  # aws-xray-sdk is not installed: tracing stays off
+        return None
