@@ -7,7 +7,6 @@ the same wherever a model runs. Errors become `{"error": ...}` here and only her
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import zlib
@@ -110,6 +109,8 @@ class DataPlane:
         try:
             if route.endpoint in ("infer", "predict_v1"):
                 if len(request.body) > _DECODE_ON_LOOP_BYTES:
+                    import asyncio  # not at module level: the Lambda path has no loop
+
                     call = await asyncio.to_thread(self._prepare, route, params, request, record)
                 else:
                     call = self._prepare(route, params, request, record)
@@ -133,7 +134,7 @@ class DataPlane:
     def _error(self, exc: Exception, request: HttpRequest) -> HttpResponse:
         if isinstance(exc, InferStackError):
             status, message = exc.status_code, exc.message
-            if status >= 500:
+            if status == 500:
                 logger.error("%s %s -> %d: %s", request.method, request.path, status, message)
         else:
             # A bug, not a client mistake: log the traceback, tell the client nothing internal.

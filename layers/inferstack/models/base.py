@@ -6,15 +6,15 @@ own thread pool. A batching backend (the GPU container) overrides `apredict`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from inferstack.exceptions import BadRequestError, InferStackError
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from inferstack.protocol.types import InferInput, TensorSpec
@@ -38,6 +38,13 @@ class Model(ABC):
         self.outputs: list[TensorSpec] = []
         self._executor: ThreadPoolExecutor | None = None
 
+    @property
+    def state(self) -> str:
+        """READY, LOADING (not tried or under way) or UNAVAILABLE (failed: see `error`)."""
+        if self.ready:
+            return "READY"
+        return "UNAVAILABLE" if self.error else "LOADING"
+
     @abstractmethod
     def load(self) -> None:
         """Fetch and load the model, fill `inputs`/`outputs`, warm it up."""
@@ -47,6 +54,10 @@ class Model(ABC):
         """Run on validated inputs; returns the requested outputs (all when None)."""
 
     async def apredict(self, inputs: Tensors, output_names: list[str] | None = None) -> Tensors:
+        # asyncio and the pool are imported here: the Lambda path never needs them.
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self.concurrency(), thread_name_prefix=f"model-{self.name}"

@@ -46,6 +46,7 @@ class OnnxModel(Model):
         self.path: Path | None = None
         self._session: ort.InferenceSession | None = None
         self._bf16 = False
+        self._strings: list[str] = []
 
     def load(self) -> None:
         import onnxruntime as ort
@@ -64,7 +65,12 @@ class OnnxModel(Model):
             raise ModelLoadError(f"ONNX Runtime could not load the model: {reason}") from exc
         self.inputs = [_spec(arg) for arg in session.get_inputs()]
         self.outputs = [_spec(arg) for arg in session.get_outputs()]
-        self._bf16 = any(s.datatype == BF16 for s in (*self.inputs, *self.outputs))
+        kinds = {spec.datatype for spec in (*self.inputs, *self.outputs)}
+        self._bf16 = BF16 in kinds
+        self._strings = [spec.name for spec in self.inputs if spec.datatype == BYTES]
+        if self._bf16 and BYTES in kinds:
+            # BF16 needs OrtValues, which ONNX Runtime's Python API cannot make from strings.
+            raise ModelLoadError("models that mix BF16 and string tensors are not supported")
         self._session = session
         if self.warmup:
             self._warm_up()
@@ -77,6 +83,8 @@ class OnnxModel(Model):
         if session is None:
             raise ModelLoadError(f"model '{self.name}' is not loaded")
         names = output_names or [spec.name for spec in self.outputs]
+        if self._strings:
+            inputs = {**inputs, **{n: _as_text(inputs[n], n) for n in self._strings if n in inputs}}
         try:
             if self._bf16:
                 return dict(zip(names, self._run_bf16(session, names, inputs), strict=True))
@@ -126,6 +134,15 @@ def _spec(arg: Any) -> TensorSpec:
         raise ModelLoadError(f"tensor '{arg.name}' has type {arg.type}, which is not served")
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
     return TensorSpec(arg.name, datatype, shape)
+
+
+def _as_text(array: np.ndarray, name: str) -> np.ndarray:
+    """ONNX string tensors hold UTF-8 text; ONNX Runtime's Python API takes str objects."""
+    try:
+        text = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+    except UnicodeDecodeError:
+        raise BadRequestError(f"input '{name}' must hold UTF-8 text for this model") from None
+    return np.array(text, dtype=object).reshape(array.shape)
 
 
 def _ortvalue_to_numpy(value: Any) -> np.ndarray:

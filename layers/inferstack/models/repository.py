@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from inferstack.exceptions import ModelNotFoundError, ModelNotReadyError
@@ -29,6 +28,8 @@ class ModelRepository:
         if len(models) == 1:
             models[0].load_safely()
             return
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(4, len(models))) as pool:
             list(pool.map(Model.load_safely, models))
 
@@ -56,10 +57,7 @@ class ModelRepository:
         """Entries of the model-repository extension's index."""
         entries = []
         for model in self._models.values():
-            entry: dict[str, Any] = {
-                "name": model.name,
-                "state": "READY" if model.ready else "UNAVAILABLE",
-            }
+            entry: dict[str, Any] = {"name": model.name, "state": model.state}
             if model.version is not None:
                 entry["version"] = model.version
             if model.error:

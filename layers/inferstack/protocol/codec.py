@@ -142,7 +142,11 @@ def array_from_json(data: Any, datatype: str, what: str) -> np.ndarray:
                 raise BadRequestError(f"{what} is BOOL but its data holds non-booleans")
             return array
         if array.dtype.kind not in _INT_KINDS:
-            raise BadRequestError(f"{what} is {datatype} but its data holds non-integers")
+            # numpy widens [0, 2**64 - 1] to float64: check integrality, then convert
+            # from the Python ints themselves, which is exact and range-checked.
+            if array.dtype.kind != "f" or not np.array_equal(array, np.floor(array)):
+                raise BadRequestError(f"{what} is {datatype} but its data holds non-integers")
+            return np.array(data, dtype=target)
         info = np.iinfo(target)
         if array.min() < info.min or array.max() > info.max:
             raise BadRequestError(f"{what} has values out of range for {datatype}")

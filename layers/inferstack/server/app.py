@@ -71,6 +71,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
             detail = f"no endpoint at {request.url.path}"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
         return _response(error_response(exc.status_code, detail), getattr(exc, "headers", None))
 
     async def validation_error(request: Request, exc: Any) -> Response:
