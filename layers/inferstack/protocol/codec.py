@@ -133,26 +133,30 @@ def array_from_json(data: Any, datatype: str, what: str) -> np.ndarray:
         target = NUMPY_DTYPES[datatype]
         if target.kind == "f":
             return np.array(data, dtype=target)
-        # Integers and booleans: parse first, so 1.5 is refused instead of truncated.
-        array = np.array(data)
-        if array.size == 0:
-            return array.astype(target)
-        if target.kind == "b":
-            if array.dtype.kind != "b":
-                raise BadRequestError(f"{what} is BOOL but its data holds non-booleans")
-            return array
-        if array.dtype.kind not in _INT_KINDS:
-            # numpy widens [0, 2**64 - 1] to float64: check integrality, then convert
-            # from the Python ints themselves, which is exact and range-checked.
-            if array.dtype.kind != "f" or not np.array_equal(array, np.floor(array)):
-                raise BadRequestError(f"{what} is {datatype} but its data holds non-integers")
-            return np.array(data, dtype=target)
-        info = np.iinfo(target)
-        if array.min() < info.min or array.max() > info.max:
-            raise BadRequestError(f"{what} has values out of range for {datatype}")
-        return array.astype(target)
+        return _exact_array(data, datatype, target, what)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequestError(f"{what}: data does not fit datatype {datatype} ({exc})") from None
+
+
+def _exact_array(data: Any, datatype: str, target: np.dtype, what: str) -> np.ndarray:
+    """Integers and booleans: parse first, so 1.5 is refused instead of truncated."""
+    array = np.array(data)
+    if array.size == 0:
+        return array.astype(target)
+    if target.kind == "b":
+        if array.dtype.kind != "b":
+            raise BadRequestError(f"{what} is BOOL but its data holds non-booleans")
+        return array
+    if array.dtype.kind not in _INT_KINDS:
+        # numpy widens [0, 2**64 - 1] to float64: check integrality, then convert
+        # from the Python ints themselves, which is exact and range-checked.
+        if array.dtype.kind != "f" or not np.array_equal(array, np.floor(array)):
+            raise BadRequestError(f"{what} is {datatype} but its data holds non-integers")
+        return np.array(data, dtype=target)
+    info = np.iinfo(target)
+    if array.min() < info.min or array.max() > info.max:
+        raise BadRequestError(f"{what} has values out of range for {datatype}")
+    return array.astype(target)
 
 
 def _decode_input(  # noqa: PLR0912 - one branch per protocol rule, in spec order
