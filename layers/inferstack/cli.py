@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         models = parse_models(args.model)
     except ValueError as exc:
-        parser.error(str(exc))
+        serve.error(str(exc))
     return serve_models(models, args)
 
 

@@ -16,6 +16,7 @@ from inferstack.protocol.datatypes import bf16_to_float, float_to_bf16
 from inferstack.protocol.types import InferOutput, InferResponse, TensorSpec
 
 RNG = np.random.default_rng(7)
+NaN, INF = float("nan"), float("inf")
 
 
 def sample(datatype: str, shape: tuple[int, ...] = (2, 3)) -> np.ndarray:
@@ -134,6 +135,15 @@ def test_nested_and_flat_json_data_decode_alike() -> None:
     b = decode_request(json.dumps({"inputs": [flat]}).encode()).inputs[0].data
     np.testing.assert_array_equal(a, b)
     assert a.dtype == np.int32 and a.shape == (2, 2)
+
+
+def test_nan_and_infinity_from_python_clients_reach_the_model() -> None:
+    # json.dumps (and so tritonclient) writes NaN/Infinity; strict JSON has no such tokens.
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1.0, NaN, INF]}]}
+    ).encode()
+    (tensor,) = decode_request(body).inputs
+    assert tensor.data[0] == 1.0 and np.isnan(tensor.data[1]) and np.isinf(tensor.data[2])
 
 
 def test_requested_outputs_and_binary_flags_are_parsed() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 logger = logging.getLogger(__name__)
+
+_ABSOLUTE_PATH = re.compile(r'"?/[^\s"]+"?')
 
 
 class OnnxModel(Model):
@@ -61,7 +64,7 @@ class OnnxModel(Model):
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own pybind types for bad files
-            reason = _first_line(exc).replace(str(self.path), "the model file")
+            reason = _without_paths(_first_line(exc), self.path)
             raise ModelLoadError(f"ONNX Runtime could not load the model: {reason}") from exc
         self.inputs = [_spec(arg) for arg in session.get_inputs()]
         self.outputs = [_spec(arg) for arg in session.get_outputs()]
@@ -159,6 +162,13 @@ def _runtime_error(model: str, exc: Exception) -> Exception:
         return BadRequestError(f"model '{model}' rejected the input: {_first_line(exc)}")
     logger.error("inference failed in model %s", model, exc_info=exc)
     return InferenceError(f"model '{model}' failed during inference")
+
+
+def _without_paths(reason: str, model_file: Path) -> str:
+    """Clients see load failures: keep ONNX Runtime's reason, drop every file path in it."""
+    reason = reason.replace(str(model_file), "the model file")
+    reason = reason.replace(str(model_file.parent) + os.sep, "")
+    return _ABSOLUTE_PATH.sub("a file next to the model", reason)
 
 
 def _first_line(exc: Exception) -> str:

@@ -9,6 +9,7 @@ Every malformed request raises BadRequestError with a message that names the inp
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import uuid
@@ -120,7 +121,14 @@ def parse_json(raw: bytes | memoryview) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+        error = exc
+    # Python clients (tritonclient among them) write NaN and Infinity, which strict JSON
+    # and orjson refuse; the standard library reads them, and whether NaN is a valid
+    # input is the model's business. Only failed parses pay for this second try.
+    try:
+        return json.loads(bytes(raw))
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestError(f"request body is not valid JSON: {error}") from None
 
 
 def array_from_json(data: Any, datatype: str, what: str) -> np.ndarray:
