@@ -13,7 +13,7 @@ import binascii
 import logging
 from typing import TYPE_CHECKING, Any
 
-from inferstack.dataplane import OCTET_STREAM, DataPlane, HttpRequest, HttpResponse, error_response
+from inferstack.dataplane import OCTET_STREAM, DataPlane, HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,6 +36,7 @@ class LambdaEntry:
         self.base_path = base_path.rstrip("/")
         self.log = log
         self._asgi: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+        self._root_path = ""
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         v2 = event.get("version") == "2.0"
@@ -47,9 +48,12 @@ class LambdaEntry:
         try:
             request = request_from_event(event, self.base_path)
         except ValueError as exc:
-            return response_to_event(error_response(400, str(exc)), v2=v2)
+            return response_to_event(self.dataplane.reject(400, str(exc)), v2=v2)
         if request.path in ASGI_PATHS:
-            return self.asgi(event, context)
+            # The docs page must link to the OpenAPI document under the prefix
+            # (stage, base path) the client used, which Mangum does not pass on.
+            self._root_path = client_prefix(event, request.path)
+            return self.asgi(with_path(event, request.path), context)
         return response_to_event(self.dataplane.handle(request), v2=v2)
 
     @property
@@ -60,11 +64,15 @@ class LambdaEntry:
 
             from inferstack.server.app import create_app
 
-            self._asgi = Mangum(
-                create_app(self.dataplane),
-                lifespan="off",
-                api_gateway_base_path=self.base_path or "/",
-            )
+            app = create_app(self.dataplane)
+
+            async def under_root_path(scope: Any, receive: Any, send: Any) -> None:
+                if scope["type"] == "http" and self._root_path:
+                    root = self._root_path
+                    scope = {**scope, "root_path": root, "path": root + scope["path"]}
+                await app(scope, receive, send)
+
+            self._asgi = Mangum(under_root_path, lifespan="off")
         return self._asgi
 
 
@@ -95,6 +103,27 @@ def request_from_event(event: dict[str, Any], base_path: str = "") -> HttpReques
     else:
         raw = body.encode("utf-8")
     return HttpRequest(method.upper(), path, headers, raw)
+
+
+def client_prefix(event: dict[str, Any], path: str) -> str:
+    """What precedes the route in the URL the client called: "/prod", "/api", or ""."""
+    if event.get("version") == "2.0":
+        seen = event.get("rawPath") or path
+    else:
+        seen = (event.get("requestContext") or {}).get("path") or event.get("path") or path
+    return seen[: -len(path)] if seen.endswith(path) and seen != path else ""
+
+
+def with_path(event: dict[str, Any], path: str) -> dict[str, Any]:
+    """A copy of the event whose path is the route alone (stage and base path removed)."""
+    copy = dict(event)
+    if event.get("version") == "2.0":
+        context = dict(copy.get("requestContext") or {})
+        context["http"] = {**context.get("http", {}), "path": path}
+        copy.update(rawPath=path, requestContext=context)
+    else:
+        copy["path"] = path
+    return copy
 
 
 def response_to_event(response: HttpResponse, *, v2: bool) -> dict[str, Any]:

@@ -124,6 +124,11 @@ class DataPlane:
             response = self._error(exc, request)
         return self._account(response, record, start)
 
+    def reject(self, status: int, message: str) -> HttpResponse:
+        """An error the host found before routing (say, an undecodable event), accounted."""
+        record = RequestRecord("unrouted", status, 0.0)
+        return self._account(error_response(status, message), record, time.perf_counter())
+
     def _account(self, response: HttpResponse, record: RequestRecord, start: float) -> HttpResponse:
         record.status = response.status
         record.response_bytes = len(response.body)

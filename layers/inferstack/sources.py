@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from inferstack.constants import DEFAULT_CACHE_DIR, ENV_CACHE_DIR
 from inferstack.exceptions import ModelLoadError
@@ -32,6 +32,8 @@ class S3Location:
     bucket: str
     key: str
     version_id: str | None = None
+    # Identifies an unversioned object's content for the cache (never sent to S3).
+    etag: str | None = None
 
     @property
     def uri(self) -> str:
@@ -45,8 +47,10 @@ def parse_s3_uri(uri: str) -> S3Location:
     key = parts.path.lstrip("/")
     if parts.scheme != "s3" or not parts.netloc or not key:
         raise ModelLoadError(f"not an S3 model URI: {uri!r} (expected s3://bucket/key)")
-    versions = parse_qs(parts.query).get("versionId")
-    return S3Location(parts.netloc, key, versions[0] if versions else None)
+    # Not parse_qs: it reads "+" as a space, and real version IDs contain "+".
+    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
+    version = unquote(query["versionId"]) if query.get("versionId") else None
+    return S3Location(parts.netloc, key, version)
 
 
 def resolve_model_file(
@@ -72,19 +76,24 @@ class S3ModelCache:
         self._client = s3_client
 
     def fetch(self, location: S3Location) -> Path:
+        client = self._client
+        if location.version_id is None:
+            # An unpinned key can change under us: key the cache on what is there now.
+            client = client or _default_s3_client()
+            location = self._pin(client, location)
         target = self._path_for(location)
         if self._verified(target):
             return target
-        client = self._client or _default_s3_client()
+        client = client or _default_s3_client()
         extra: dict[str, Any] = {"VersionId": location.version_id} if location.version_id else {}
+        if location.etag:
+            extra["IfMatch"] = f'"{location.etag}"'  # what was pinned, or fail: no mix-ups
         try:
             response = client.get_object(
                 Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED", **extra
             )
         except Exception as exc:  # botocore's ClientError and connection errors alike
-            raise ModelLoadError(
-                f"could not download the model from {location.uri}: {_aws_reason(exc)}"
-            ) from exc
+            raise _download_error(location, exc) from exc
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".part-")
@@ -105,8 +114,23 @@ class S3ModelCache:
                 os.unlink(tmp_name)
         return target
 
+    @staticmethod
+    def _pin(client: S3Client, location: S3Location) -> S3Location:
+        """The object's current version (or, in an unversioned bucket, its ETag)."""
+        try:
+            head = client.head_object(Bucket=location.bucket, Key=location.key)
+        except Exception:
+            # HEAD errors carry no code ("404"); the GET that follows names the problem.
+            return location
+        version = head.get("VersionId")
+        if version and version != "null":
+            return S3Location(location.bucket, location.key, version)
+        etag = str(head.get("ETag", "")).strip('"')
+        return S3Location(location.bucket, location.key, None, etag=etag or None)
+
     def _path_for(self, location: S3Location) -> Path:
-        name = hashlib.sha256(location.uri.encode()).hexdigest()[:32]
+        identity = f"{location.uri}#{location.etag or ''}"
+        name = hashlib.sha256(identity.encode()).hexdigest()[:32]
         suffix = Path(location.key).suffix or ".bin"
         return self.root / name / f"model{suffix}"
 
@@ -134,6 +158,10 @@ def _default_s3_client() -> S3Client:
     import boto3  # imported here: only S3-hosted models pay for it at cold start
 
     return boto3.client("s3")
+
+
+def _download_error(location: S3Location, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(f"could not download the model from {location.uri}: {_aws_reason(exc)}")
 
 
 def _aws_reason(exc: Exception) -> str:
