@@ -5,6 +5,12 @@
         loads at module scope) and sends it one HTTP API event.
     cold_child.py floor MODEL_PATH INPUT_NAME INPUT_NPY
         imports numpy and onnxruntime, creates the InferenceSession, runs it once.
+    cold_child.py candidate EVENT_JSON BODY_FILE FUNCTION_DIR numpy,onnxruntime
+        (diagnostic) the same with those modules imported first.
+    cold_child.py profile EVENT_JSON BODY_FILE
+        (diagnostic, not the measured candidate) the steps of
+        inferstack.bootstrap.lambda_entry_from_env one by one, each timed, then the
+        request; prints `BENCH-PROFILE {json}` before the success line.
 
 Both print the same success line, `BENCH-OK <t_start> <t_ready> <t_done>`, with
 time.perf_counter() readings (CLOCK_MONOTONIC on Linux, so the parent can compare
@@ -16,12 +22,16 @@ import time
 
 T_START = time.perf_counter()
 
+import itertools  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
 
-def candidate(event_path: str, body_path: str, function_dir: str) -> float:
+def candidate(event_path: str, body_path: str, function_dir: str, preimport: str = "") -> float:
     import json
+
+    for module in filter(None, preimport.split(",")):  # diagnostic variant only
+        __import__(module)
 
     with open(event_path) as f:
         event = json.load(f)
@@ -55,9 +65,67 @@ def floor(model_path: str, input_name: str, npy_path: str) -> float:
     return ready
 
 
+def profile(event_path: str, body_path: str) -> float:
+    import json
+
+    with open(event_path) as f:
+        event = json.load(f)
+    with open(body_path) as f:
+        event["body"] = f.read()
+    marks = [("start", time.perf_counter())]
+
+    def mark(label: str) -> None:
+        marks.append((label, time.perf_counter()))
+
+    import numpy  # noqa: F401
+
+    mark("import numpy")
+    import onnxruntime  # noqa: F401
+
+    mark("import onnxruntime")
+    import orjson  # noqa: F401
+
+    mark("import orjson")
+    from inferstack.aws_lambda import LambdaEntry
+    from inferstack.dataplane import DataPlane
+    from inferstack.models import ModelRepository, OnnxModel
+    from inferstack.settings import FunctionSettings
+    from inferstack.telemetry import PowertoolsTelemetry
+
+    mark("import inferstack modules")
+    import aws_lambda_powertools  # noqa: F401
+
+    mark("import aws_lambda_powertools")
+    settings = FunctionSettings.from_env()
+    telemetry = PowertoolsTelemetry()
+    mark("settings + PowertoolsTelemetry()")
+    model = OnnxModel(settings.model.name, settings.model.uri, settings.model.version)
+    model.warmup = False
+    repository = ModelRepository([model])
+    repository.load_all()
+    mark("InferenceSession (model load)")
+    model._warm_up()
+    mark("warm-up run")
+    dataplane = DataPlane(
+        repository, max_request_bytes=settings.max_request_bytes, telemetry=telemetry
+    )
+    handler = LambdaEntry(dataplane, base_path=settings.base_path, log=telemetry.logger)
+    ready = time.perf_counter()
+
+    class Context:
+        aws_request_id = "00000000-0000-0000-0000-000000000001"
+
+    response = handler(event, Context())
+    mark("first request")
+    assert response["statusCode"] == 200
+    steps = {b[0]: round((b[1] - a[1]) * 1e3, 2) for a, b in itertools.pairwise(marks)}
+    print("BENCH-PROFILE " + json.dumps(steps))
+    return ready
+
+
 def main() -> None:
     mode, *args = sys.argv[1:]
-    ready = candidate(*args) if mode == "candidate" else floor(*args)
+    ready = {"candidate": candidate, "floor": floor, "profile": profile}[mode](*args)
     done = time.perf_counter()
     print(f"BENCH-OK {T_START:.9f} {ready:.9f} {done:.9f}", flush=True)
     os._exit(0)  # teardown is not part of a cold start

@@ -273,3 +273,42 @@ def _git_commit() -> str | None:
 
 def python() -> str:
     return sys.executable
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "**no**"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def verdict(met: bool | None) -> str:
+    return {True: "**met**", False: "**missed**", None: "no target (reported)"}[met]
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    load = machine.get("loadavg_1m")
+    parts = [
+        f"{machine.get('cpu')}",
+        f"{machine.get('usable_cores')} cores",
+        f"{machine.get('memory_gib')} GiB",
+        f"Python {machine.get('python')}",
+        f"onnxruntime {machine.get('onnxruntime')}",
+        f"numpy {machine.get('numpy')}",
+        f"orjson {machine.get('orjson')}",
+        f"commit {machine.get('git_commit')}",
+        f"{machine.get('date')}",
+        "quick run" if machine.get("quick") else "full run",
+    ]
+    if load:
+        parts.append(f"load avg (1 min) {load[0]} -> {load[1]}")
+    return "Machine: " + " · ".join(str(p) for p in parts)

@@ -5,6 +5,12 @@ s3://bucket/key?versionId=v). The model loads here, at module scope, during Lamb
 init phase, once per execution environment.
 """
 
+# numpy and onnxruntime first, on purpose: reached later through the runtime's import
+# chain, numpy's own import measured ~30 ms slower (numpy._typing), a fifth of a cold
+# start (benchmarks/RESULTS.md, cold_start).
+import numpy  # noqa: F401
+import onnxruntime  # noqa: F401
+
 from inferstack.bootstrap import lambda_entry_from_env
 
 handler = lambda_entry_from_env()

@@ -6,8 +6,7 @@ Read when a host starts (never at import), so tests can set the environment firs
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from inferstack.constants import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -30,15 +29,13 @@ class ConfigurationError(InferStackError):
     """A required setting is missing or malformed (fails the host at start)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ModelConfig:
+class ModelConfig(NamedTuple):
     name: str
     uri: str
     version: str
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionSettings:
+class FunctionSettings(NamedTuple):
     """What the Lambda inference function serves, from its environment."""
 
     model: ModelConfig

@@ -9,14 +9,9 @@ a later cold start in the same environment reuses a verified file.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from inferstack.constants import DEFAULT_CACHE_DIR, ENV_CACHE_DIR
 from inferstack.exceptions import ModelLoadError
@@ -24,11 +19,13 @@ from inferstack.exceptions import ModelLoadError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+# hashlib, tempfile and urllib are imported where used: a model baked into the image
+# (a local path) never needs them, and they cost milliseconds of cold start.
+
 _CHUNK = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class S3Location:
+class S3Location(NamedTuple):
     bucket: str
     key: str
     version_id: str | None = None
@@ -43,6 +40,8 @@ class S3Location:
 
 def parse_s3_uri(uri: str) -> S3Location:
     """Split `s3://bucket/key?versionId=v` (the version is optional)."""
+    from urllib.parse import unquote, urlsplit
+
     parts = urlsplit(uri)
     key = parts.path.lstrip("/")
     if parts.scheme != "s3" or not parts.netloc or not key:
@@ -76,6 +75,10 @@ class S3ModelCache:
         self._client = s3_client
 
     def fetch(self, location: S3Location) -> Path:
+        import base64
+        import hashlib
+        import tempfile
+
         client = self._client
         if location.version_id is None:
             # An unpinned key can change under us: key the cache on what is there now.
@@ -129,6 +132,8 @@ class S3ModelCache:
         return S3Location(location.bucket, location.key, None, etag=etag or None)
 
     def _path_for(self, location: S3Location) -> Path:
+        import hashlib
+
         identity = f"{location.uri}#{location.etag or ''}"
         name = hashlib.sha256(identity.encode()).hexdigest()[:32]
         suffix = Path(location.key).suffix or ".bin"
@@ -143,6 +148,8 @@ class S3ModelCache:
 
 
 def file_sha256(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):

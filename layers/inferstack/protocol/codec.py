@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
-import uuid
 from typing import Any
 
 import numpy as np
@@ -345,7 +345,7 @@ def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
         header_outputs.append(entry)
     doc: dict[str, Any] = {
         "model_name": response.model_name,
-        "id": response.id if response.id is not None else uuid.uuid4().hex,
+        "id": response.id if response.id is not None else os.urandom(16).hex(),
         "outputs": header_outputs,
     }
     if response.model_version is not None:

@@ -7,24 +7,23 @@ so both hosts expose the same API from one table.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 from inferstack.exceptions import MethodNotAllowedError, RouteNotFoundError
 
 
-@dataclass(frozen=True, slots=True)
 class Route:
-    method: str
-    path: str  # a template: "/v2/models/{model}/infer"
-    endpoint: str  # the DataPlane method that serves it
-    summary: str
-    tag: str
-    regex: re.Pattern[str] = field(init=False, compare=False, repr=False)
+    """One endpoint: method, path template, the DataPlane method that serves it."""
 
-    def __post_init__(self) -> None:
-        pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path)
-        object.__setattr__(self, "regex", re.compile(f"^{pattern}$"))
+    __slots__ = ("endpoint", "method", "path", "regex", "summary", "tag")
+
+    def __init__(self, method: str, path: str, endpoint: str, summary: str, tag: str) -> None:
+        self.method, self.path, self.endpoint = method, path, endpoint
+        self.summary, self.tag = summary, tag
+        pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
+        self.regex = re.compile(f"^{pattern}$")
+
+    def __repr__(self) -> str:
+        return f"Route({self.method} {self.path} -> {self.endpoint})"
 
 
 ROUTES: tuple[Route, ...] = (
@@ -75,8 +74,16 @@ def match_route(method: str, path: str) -> tuple[Route, dict[str, str]]:
         if found is None:
             continue
         if route.method == method:
-            return route, {k: unquote(v) for k, v in found.groupdict().items()}
+            return route, {k: _unquote(v) for k, v in found.groupdict().items()}
         allowed = True
     if allowed:
         raise MethodNotAllowedError(f"{method} is not allowed on {path}")
     raise RouteNotFoundError(f"no endpoint at {path}")
+
+
+def _unquote(value: str) -> str:
+    if "%" not in value:
+        return value
+    from urllib.parse import unquote  # rare (quoted model names): kept off the cold start
+
+    return unquote(value)
