@@ -23,10 +23,7 @@ WORK_DIR = BENCH_DIR / ".work"  # git-ignored scratch: request bodies, server lo
 FUNCTION_DIR = REPO / "functions" / "inference"
 SEED = 20240601
 
-EVENT_CANDIDATES = (
-    REPO / "tests" / "events" / "apiGatewayProxyV2Event.json",
-    Path("/work/shared/fixtures/aws-events/apiGatewayProxyV2Event.json"),
-)
+EVENT_CANDIDATES = (REPO / "tests" / "events" / "apiGatewayProxyV2Event.json",)
 
 
 # --------------------------------------------------------------------------- context

@@ -75,11 +75,12 @@ def client_body(arrays: dict[str, tuple[str, np.ndarray]], *, binary: bool) -> t
     return body, header_length
 
 
-@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-@pytest.mark.parametrize("datatype", DATATYPES)
+# tritonclient sends BF16 only as binary; JSON BF16 has its own test below.
+REQUEST_CASES = [(t, b) for t in DATATYPES for b in (False, True) if (t, b) != ("BF16", False)]
+
+
+@pytest.mark.parametrize(("datatype", "binary"), REQUEST_CASES)
 def test_request_round_trip_for_every_datatype(datatype: str, binary: bool) -> None:
-    if datatype == "BF16" and not binary:
-        pytest.skip("tritonclient sends BF16 only as binary; JSON BF16 is tested below")
     array = sample(datatype)
     body, header_length = client_body({"x": (datatype, array)}, binary=binary)
 
