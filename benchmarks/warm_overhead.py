@@ -173,7 +173,16 @@ def breakdown(entry: Any, model: BenchModel, config: Config) -> dict[str, float]
         http_response = dataplane.handle(http)  # prints its EMF line
     names = [spec.name for spec in served.outputs]
     feed = {model.input_name: array}
-    record = RequestRecord("infer", 200, 0.1, "wine", "1", 0.05, len(http.body), 300)
+    record = RequestRecord(
+        "infer",
+        200,
+        0.1,
+        model="wine",
+        model_version="1",
+        model_ms=0.05,
+        request_bytes=len(http.body),
+        response_bytes=300,
+    )
     context = LambdaContext()
     quiet = lambda_entry_from_env(
         {

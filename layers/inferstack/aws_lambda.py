@@ -13,7 +13,8 @@ import binascii
 import logging
 from typing import TYPE_CHECKING, Any
 
-from inferstack.dataplane import OCTET_STREAM, DataPlane, HttpRequest, HttpResponse
+from inferstack.dataplane import OCTET_STREAM, DataPlane
+from inferstack.protocol.types import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
     from collections.abc import Callable

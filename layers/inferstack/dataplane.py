@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,12 +25,16 @@ from inferstack.exceptions import (
 )
 from inferstack.protocol import codec, v1
 from inferstack.protocol.routes import Route, match_route
-from inferstack.protocol.types import InferOutput, InferRequest, InferResponse
+from inferstack.protocol.types import (
+    HttpRequest,
+    HttpResponse,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+)
 from inferstack.telemetry import RequestRecord, Telemetry
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from inferstack.models.base import Model, Tensors
     from inferstack.models.repository import ModelRepository
 
@@ -41,22 +45,6 @@ OCTET_STREAM = "application/octet-stream"
 _READABLE_TYPES = ("", JSON, OCTET_STREAM)
 # Decoding a large JSON body takes milliseconds: do it off the event loop.
 _DECODE_ON_LOOP_BYTES = 256 * 1024
-
-
-@dataclass(slots=True)
-class HttpRequest:
-    method: str
-    path: str
-    headers: Mapping[str, str] = field(default_factory=dict)  # names in lower case
-    body: bytes = b""
-
-
-@dataclass(slots=True)
-class HttpResponse:
-    status: int
-    body: bytes
-    content_type: str = JSON
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from inferstack.constants import (
@@ -37,18 +36,38 @@ ERROR_CLASSES = {
 }
 
 
-@dataclass(slots=True)
 class RequestRecord:
-    """What one request did, as the data plane saw it."""
+    """What one request did, as the data plane saw it (filled in as it goes).
 
-    endpoint: str
-    status: int
-    total_ms: float
-    model: str | None = None
-    model_version: str | None = None
-    model_ms: float | None = None
-    request_bytes: int = 0
-    response_bytes: int = 0
+    A plain slotted class: a dataclass costs ~0.3 ms of cold start to define.
+    """
+
+    __slots__ = (
+        "endpoint",
+        "model",
+        "model_ms",
+        "model_version",
+        "request_bytes",
+        "response_bytes",
+        "status",
+        "total_ms",
+    )
+
+    def __init__(
+        self,
+        endpoint: str,
+        status: int,
+        total_ms: float,
+        *,
+        model: str | None = None,
+        model_version: str | None = None,
+        model_ms: float | None = None,
+        request_bytes: int = 0,
+        response_bytes: int = 0,
+    ) -> None:
+        self.endpoint, self.status, self.total_ms = endpoint, status, total_ms
+        self.model, self.model_version, self.model_ms = model, model_version, model_ms
+        self.request_bytes, self.response_bytes = request_bytes, response_bytes
 
 
 class Telemetry:

@@ -20,7 +20,7 @@ class Route:
         self.method, self.path, self.endpoint = method, path, endpoint
         self.summary, self.tag = summary, tag
         pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-        self.regex = re.compile(f"^{pattern}$")
+        self.regex = re.compile(f"^{pattern}$") if "{" in path else None
 
     def __repr__(self) -> str:
         return f"Route({self.method} {self.path} -> {self.endpoint})"
@@ -68,9 +68,9 @@ def match_route(method: str, path: str) -> tuple[Route, dict[str, str]]:
     route = _STATIC.get((method, path))
     if route is not None:
         return route, {}
-    allowed = False
-    for route in (*_STATIC.values(), *_DYNAMIC):
-        found = route.regex.match(path)
+    allowed = any(r.path == path for r in _STATIC.values())
+    for route in _DYNAMIC:
+        found = route.regex.match(path) if route.regex else None
         if found is None:
             continue
         if route.method == method:

