@@ -40,6 +40,8 @@ class LambdaEntry:
         self._root_path = ""
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if not isinstance(event, dict):  # a direct Invoke can send any JSON value
+            return response_to_event(self.dataplane.reject(400, "event is not an object"), v2=True)
         v2 = event.get("version") == "2.0"
         if self.log is not None:
             self.log.append_keys(

@@ -580,6 +580,11 @@ def test_truncated_events_get_a_400(demo_handler: Any, event: dict[str, Any]) ->
     assert_error_reply(invoke(demo_handler, event), 400, "not an API Gateway")
 
 
+@pytest.mark.parametrize("event", [[1, 2], "ping", None])
+def test_events_that_are_not_objects_get_a_400(demo_handler: Any, event: Any) -> None:
+    assert_error_reply(invoke(demo_handler, event), 400, "not an object")
+
+
 # -------------------------------------------------------- the real function module
 
 
