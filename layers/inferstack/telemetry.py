@@ -7,6 +7,7 @@ Dimensions: environment, model, model version; errors also by class.
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -151,5 +152,8 @@ def _make_tracer() -> Tracer | None:
         from aws_lambda_powertools import Tracer
 
         return Tracer(service=SERVICE)
-    except ImportError:  # aws-xray-sdk is not installed: tracing stays off
+    except ImportError:
+        logging.getLogger(__name__).warning(
+            "tracing requested but aws-xray-sdk is not installed: tracing stays off"
+        )
         return None
