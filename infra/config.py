@@ -1,0 +1,241 @@
+"""Typed, validated configuration of one environment (infra/environments/<name>.toml).
+
+`load_environment("prod")` reads the file and fails with a message that names the file,
+the key and what is expected, before any construct is built.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENVIRONMENTS_DIR = Path(__file__).resolve().parent / "environments"
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")]
+# EventBridge Scheduler expressions: rate(...) or cron(...).
+Schedule = Annotated[
+    str, Field(pattern=r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
+]
+
+
+class ConfigError(Exception):
+    """A configuration file is missing or invalid; the message says where and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(StrEnum):
+    LAMBDA = "lambda"
+    SAGEMAKER = "sagemaker"
+    ECS = "ecs"
+
+
+class RemovalPolicy(StrEnum):
+    DESTROY = "destroy"
+    RETAIN = "retain"
+
+
+class AuthMode(StrEnum):
+    IAM = "iam"
+    API_KEY = "api_key"
+
+
+class Account(Strict):
+    """Where to deploy; absent values fall back to the CDK CLI's defaults."""
+
+    account: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")] | None = None
+
+
+class Quota(Strict):
+    limit: Annotated[int, Field(gt=0)]
+    period: Literal["DAY", "WEEK", "MONTH"] = "MONTH"
+
+
+class Api(Strict):
+    auth: AuthMode = AuthMode.IAM
+    throttle_rate: Annotated[float, Field(gt=0)] = 100.0  # requests per second, stage-wide
+    throttle_burst: Annotated[int, Field(gt=0)] = 200
+    quota: Quota | None = None  # with api_key auth: per-key usage-plan quota
+
+    @model_validator(mode="after")
+    def _quota_needs_keys(self) -> Api:
+        if self.quota is not None and self.auth is not AuthMode.API_KEY:
+            raise ValueError("quota applies to auth = 'api_key' only")
+        return self
+
+
+class Alarms(Strict):
+    """Where alarms go (an SNS topic is always created; e-mail is optional)."""
+
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+
+
+class AlarmThresholds(Strict):
+    error_rate_percent: Annotated[float, Field(gt=0, le=100)] = 1.0  # 5xx / requests
+    p99_latency_ms: Annotated[float, Field(gt=0)] = 1000.0
+    throttles: Annotated[int, Field(ge=1)] = 1  # per 5 minutes
+    evaluation_periods: Annotated[int, Field(ge=1, le=288)] = 3
+
+
+class Drift(Strict):
+    schedule: Schedule = "rate(1 hour)"
+    # Population stability index above which the drift alarm fires (0.1 minor, 0.25 major).
+    threshold: Annotated[float, Field(gt=0, le=10)] = 0.25
+    sample_percent: Annotated[float, Field(gt=0, le=100)] = 10.0  # share of traffic captured
+
+
+class Autoscaling(Strict):
+    min_capacity: Annotated[int, Field(ge=1)] = 1
+    max_capacity: Annotated[int, Field(ge=1)] = 2
+    # Target invocations per instance (SageMaker) or requests per task (ECS) per minute.
+    target_invocations_per_minute: Annotated[int, Field(gt=0)] = 600
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.max_capacity < self.min_capacity:
+            raise ValueError("max_capacity must be at least min_capacity")
+        return self
+
+
+class Batching(Strict):
+    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    max_queue_delay_us: Annotated[int, Field(ge=0, le=1_000_000)] = 2000
+
+
+class ModelBase(Strict):
+    name: Name
+    # The model file's key under the bucket's models/ prefix ("wine/model.onnx").
+    artifact: Annotated[str, Field(pattern=r"^[\w.-]+(/[\w.-]+)*$")]
+    drift: Drift = Drift()
+    alarms: AlarmThresholds = AlarmThresholds()
+
+
+class LambdaModel(ModelBase):
+    target: Literal[Target.LAMBDA]
+    memory_mb: Annotated[int, Field(ge=512, le=10240)] = 2048
+    timeout_s: Annotated[int, Field(ge=1, le=29)] = 29  # API Gateway's default ceiling
+    architecture: Literal["x86_64", "arm64"] = "arm64"
+    reserved_concurrency: Annotated[int, Field(ge=1)] | None = None
+    provisioned_concurrency: Annotated[int, Field(ge=0)] = 0
+    ephemeral_storage_mb: Annotated[int, Field(ge=512, le=10240)] = 1024
+
+    @model_validator(mode="after")
+    def _concurrency(self) -> LambdaModel:
+        reserved = self.reserved_concurrency
+        if reserved is not None and self.provisioned_concurrency > reserved:
+            raise ValueError("provisioned_concurrency cannot exceed reserved_concurrency")
+        return self
+
+
+class GpuModelBase(ModelBase):
+    instance_type: Annotated[str, Field(pattern=r"^(ml\.)?[a-z0-9]+\.[a-z0-9]+$")]
+    autoscaling: Autoscaling = Autoscaling()
+    batching: Batching = Batching()
+
+
+class SageMakerModel(GpuModelBase):
+    target: Literal[Target.SAGEMAKER]
+    # Host driver must match the image's CUDA (shared/GPU.md): 580 / CUDA 13 here.
+    inference_ami_version: str = "al2023-ami-sagemaker-inference-gpu-4-1"
+    startup_health_check_timeout_s: Annotated[int, Field(ge=60, le=3600)] = 1200
+
+    @model_validator(mode="after")
+    def _ml_prefix(self) -> SageMakerModel:
+        if not self.instance_type.startswith("ml."):
+            raise ValueError("SageMaker instance types start with 'ml.' (ml.g5.xlarge)")
+        return self
+
+
+class EcsModel(GpuModelBase):
+    target: Literal[Target.ECS]
+    gpu_count: Annotated[int, Field(ge=1, le=8)] = 1
+    memory_mib: Annotated[int, Field(ge=512)] = 14336
+    cpu_units: Annotated[int, Field(ge=256)] = 3072
+
+    @model_validator(mode="after")
+    def _no_ml_prefix(self) -> EcsModel:
+        if self.instance_type.startswith("ml."):
+            raise ValueError("ECS uses EC2 instance types (g5.xlarge), not 'ml.' ones")
+        return self
+
+
+Model = Annotated[LambdaModel | SageMakerModel | EcsModel, Field(discriminator="target")]
+
+
+class Environment(Strict):
+    name: Name
+    account: Account = Account()
+    alarms: Alarms = Alarms()
+    api: Api = Api()
+    log_retention_days: Literal[
+        1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653
+    ] = 30
+    removal_policy: RemovalPolicy = RemovalPolicy.DESTROY
+    noncurrent_version_days: Annotated[int, Field(ge=1)] = 30
+    models: Annotated[list[Model], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Environment:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {duplicates}")
+        return self
+
+    def models_on(self, target: Target) -> list[LambdaModel | SageMakerModel | EcsModel]:
+        return [m for m in self.models if m.target is target]
+
+
+def load_environment(name: str, directory: Path = ENVIRONMENTS_DIR) -> Environment:
+    """Read and validate `<directory>/<name>.toml`."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", name or ""):
+        raise ConfigError(f"-c env=NAME: {name!r} is not an environment name")
+    path = directory / f"{name}.toml"
+    shown = _shown(path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) or "none"
+        raise ConfigError(f"{shown}: no such file (environments: {known})")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: not valid TOML: {exc}") from None
+    if raw.get("name", name) != name:
+        raise ConfigError(
+            f"{shown}: name: expected {name!r} (the file's name), got {raw['name']!r}"
+        )
+    raw.setdefault("name", name)
+    try:
+        return Environment.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(shown, exc)) from None
+
+
+def _describe(shown: str, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        # pydantic puts the union's tag in the path ("models.0.lambda.memory_mb"): drop it.
+        parts = [str(p) for p in error["loc"] if str(p) not in _TARGETS]
+        key = ".".join(parts) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        got = error.get("input")
+        detail = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"{shown}: {key}: {message}{detail}")
+    return "\n".join(lines)
+
+
+_TARGETS = frozenset(t.value for t in Target)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,424 @@
+"""GPU models on ECS (EC2 GPU instances) behind an internal Network Load Balancer.
+
+`GpuNetwork` is shared by every ECS model of an environment; `EcsGpuService` is one model:
+GPU Auto Scaling group + capacity provider, task definition, service with rollback, NLB.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aws_cdk as cdk
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+
+from infra.config import RemovalPolicy
+from infra.constructs.lambda_model import log_retention
+from infra.constructs.model_store import removal_policy
+from infra.constructs.sagemaker_model import (
+    capture_prefix,
+    gpu_container_environment,
+    gpu_image,
+    suppress_model_role_wildcards,
+)
+
+if TYPE_CHECKING:
+    from infra.config import EcsModel, Environment
+    from infra.constructs.model_store import ModelStore
+
+CONTAINER_NAME = "inference"
+CONTAINER_PORT = 8080
+LISTENER_PORT = 80
+HEALTH_PATH = "/v2/health/ready"
+ROOT_VOLUME_GIB = 100  # GPU AMI + CUDA-sized image layers
+# Model download + session start can take minutes on a fresh instance.
+HEALTH_CHECK_GRACE = cdk.Duration.minutes(10)
+# ECS service CPU target for autoscaling (see EcsGpuService._autoscale).
+CPU_TARGET_PERCENT = 60
+# A literal CIDR (not the VPC's CidrBlock attribute) so security-group rules can be checked
+# at synth time (cdk-nag EC23 cannot evaluate a token).
+VPC_CIDR = "10.40.0.0/16"
+
+
+class GpuNetwork(Construct):
+    """VPC (private subnets, NAT egress, flow logs, private AWS endpoints) and ECS cluster."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: Environment) -> None:
+        super().__init__(scope, construct_id)
+        # One NAT gateway per AZ where availability matters; one shared NAT elsewhere (cost).
+        highly_available = config.name == "prod" or config.removal_policy is RemovalPolicy.RETAIN
+        flow_log_group = logs.LogGroup(
+            self,
+            "FlowLogs",
+            retention=log_retention(config.log_retention_days),
+            removal_policy=removal_policy(config),
+        )
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR),
+            max_azs=2,
+            nat_gateways=2 if highly_available else 1,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24
+                ),
+                ec2.SubnetConfiguration(
+                    name="private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=20
+                ),
+            ],
+            flow_logs={
+                "all": ec2.FlowLogOptions(
+                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+                    traffic_type=ec2.FlowLogTrafficType.ALL,
+                )
+            },
+        )
+        private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        # Image layers (S3), image manifests (ECR) and logs stay off the NAT gateways.
+        self.vpc.add_gateway_endpoint("S3", service=ec2.GatewayVpcEndpointAwsService.S3)
+        endpoint_sg = ec2.SecurityGroup(
+            self,
+            "EndpointSecurityGroup",
+            vpc=self.vpc,
+            description="HTTPS from the VPC to AWS interface endpoints",
+            allow_all_outbound=False,
+        )
+        endpoint_sg.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(443), "VPC clients")
+        for endpoint_id, service in (
+            ("Ecr", ec2.InterfaceVpcEndpointAwsService.ECR),
+            ("EcrDocker", ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER),
+            ("Logs", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS),
+        ):
+            self.vpc.add_interface_endpoint(
+                endpoint_id,
+                service=service,
+                subnets=private,
+                security_groups=[endpoint_sg],
+                open=False,
+            )
+
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            vpc=self.vpc,
+            container_insights_v2=ecs.ContainerInsights.ENABLED,
+        )
+
+
+class EcsGpuService(Construct):
+    """One model on an ECS service of GPU tasks, reached through an internal NLB."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Environment,
+        model: EcsModel,
+        store: ModelStore,
+        network: GpuNetwork,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        vpc = network.vpc
+        private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        scaling = model.autoscaling
+        self.listener_port = LISTENER_PORT
+
+        capacity_provider = self._capacity(vpc, private, model, network.cluster)
+        task_definition = self._task_definition(config, model, store)
+
+        service_sg = ec2.SecurityGroup(
+            self, "ServiceSecurityGroup", vpc=vpc, description=f"{model.name} tasks"
+        )
+        self.service = ecs.Ec2Service(
+            self,
+            "Service",
+            cluster=network.cluster,
+            task_definition=task_definition,
+            desired_count=scaling.min_capacity,
+            capacity_provider_strategies=[
+                ecs.CapacityProviderStrategy(
+                    capacity_provider=capacity_provider.capacity_provider_name, weight=1
+                )
+            ],
+            # Never below the current fleet during a deploy; new tasks start next to old.
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            health_check_grace_period=HEALTH_CHECK_GRACE,
+            security_groups=[service_sg],
+            vpc_subnets=private,
+            placement_strategies=[ecs.PlacementStrategy.spread_across_instances()],
+        )
+
+        # Internal NLB: API Gateway reaches it through a VPC link. Its own security group
+        # admits the VPC; PrivateLink (VPC link) traffic is not filtered by it.
+        nlb_sg = ec2.SecurityGroup(
+            self,
+            "LoadBalancerSecurityGroup",
+            vpc=vpc,
+            description=f"{model.name} internal NLB",
+            allow_all_outbound=False,
+        )
+        nlb_sg.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(LISTENER_PORT), "VPC clients")
+        self.load_balancer = elbv2.NetworkLoadBalancer(
+            self,
+            "LoadBalancer",
+            vpc=vpc,
+            internet_facing=False,
+            vpc_subnets=private,
+            cross_zone_enabled=True,
+            security_groups=[nlb_sg],
+            enforce_security_group_inbound_rules_on_private_link_traffic=False,
+        )
+        listener = self.load_balancer.add_listener(
+            "Tcp", port=LISTENER_PORT, protocol=elbv2.Protocol.TCP
+        )
+        self.target_group = listener.add_targets(
+            "Tasks",
+            port=CONTAINER_PORT,
+            protocol=elbv2.Protocol.TCP,
+            targets=[
+                self.service.load_balancer_target(
+                    container_name=CONTAINER_NAME, container_port=CONTAINER_PORT
+                )
+            ],
+            health_check=elbv2.HealthCheck(
+                protocol=elbv2.Protocol.HTTP,
+                path=HEALTH_PATH,
+                healthy_threshold_count=2,
+                unhealthy_threshold_count=2,
+                interval=cdk.Duration.seconds(10),
+            ),
+            # Below the 30 s between SIGTERM and SIGKILL: in-flight requests finish first.
+            deregistration_delay=cdk.Duration.seconds(25),
+        )
+        # Only the NLB (traffic and health checks) reaches the tasks.
+        service_sg.add_ingress_rule(nlb_sg, ec2.Port.tcp(CONTAINER_PORT), "NLB to tasks")
+        nlb_sg.add_egress_rule(service_sg, ec2.Port.tcp(CONTAINER_PORT), "NLB to tasks")
+
+        # Roll the deployment back when targets of the new tasks fail health checks.
+        self.deployment_alarm = self.target_group.metrics.un_healthy_host_count(
+            period=cdk.Duration.minutes(1), statistic="Maximum"
+        ).create_alarm(
+            self,
+            "UnhealthyTargetsAlarm",
+            alarm_description=f"{model.name}: unhealthy NLB targets (rolls back ECS deploys)",
+            threshold=0,
+            evaluation_periods=2,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.service.enable_deployment_alarms(
+            [self.deployment_alarm.alarm_name], behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM
+        )
+
+        self._autoscale(model)
+        self._suppress(model, task_definition)
+
+    def _capacity(
+        self,
+        vpc: ec2.IVpc,
+        private: ec2.SubnetSelection,
+        model: EcsModel,
+        cluster: ecs.Cluster,
+    ) -> ecs.AsgCapacityProvider:
+        """GPU instances, scaled by ECS (managed scaling) for the tasks placed on them."""
+        instance_sg = ec2.SecurityGroup(
+            self, "InstanceSecurityGroup", vpc=vpc, description="GPU container instances"
+        )
+        launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            instance_type=ec2.InstanceType(model.instance_type),
+            # Resolved from the public SSM parameter at deploy time: synth needs no AWS
+            # lookup, and every deploy picks up the latest patched GPU AMI. The trade-off:
+            # a new AMI release replaces the instances on the next deploy (managed
+            # termination protection drains tasks first). cached_in_context would pin it
+            # in cdk.context.json but needs AWS credentials at synth.
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
+            user_data=ec2.UserData.for_linux(),  # the capacity provider adds the cluster join
+            role=iam.Role(
+                self, "InstanceRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com")
+            ),
+            security_group=instance_sg,
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,  # containers (awsvpc) cannot reach host IMDS
+            detailed_monitoring=True,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        ROOT_VOLUME_GIB,
+                        encrypted=True,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
+        )
+        group = autoscaling.AutoScalingGroup(
+            self,
+            "Instances",
+            vpc=vpc,
+            vpc_subnets=private,
+            launch_template=launch_template,
+            min_capacity=model.autoscaling.min_capacity,
+            # One GPU task per instance at most; twice the task maximum leaves room for a
+            # full 200 % rolling deploy at peak size.
+            max_capacity=model.autoscaling.max_capacity * 2,
+        )
+        provider = ecs.AsgCapacityProvider(
+            self,
+            "CapacityProvider",
+            auto_scaling_group=group,
+            enable_managed_scaling=True,
+            enable_managed_termination_protection=True,
+            enable_managed_draining=True,
+        )
+        cluster.add_asg_capacity_provider(provider)
+        self._instances = group
+        return provider
+
+    def _task_definition(
+        self, config: Environment, model: EcsModel, store: ModelStore
+    ) -> ecs.Ec2TaskDefinition:
+        task_definition = ecs.Ec2TaskDefinition(
+            self, "TaskDefinition", network_mode=ecs.NetworkMode.AWS_VPC
+        )
+        log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=log_retention(config.log_retention_days),
+            removal_policy=removal_policy(config),
+        )
+        task_definition.add_container(
+            CONTAINER_NAME,
+            image=ecs.ContainerImage.from_docker_image_asset(gpu_image(self)),
+            gpu_count=model.gpu_count,
+            memory_limit_mib=model.memory_mib,
+            cpu=model.cpu_units,
+            environment=gpu_container_environment(config, model, store),
+            port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=model.name, log_group=log_group),
+            # The slim image has no curl: urlopen raises (exit 1) on anything but 2xx.
+            health_check=ecs.HealthCheck(
+                command=[
+                    "CMD",
+                    "python",
+                    "-c",
+                    "import urllib.request; urllib.request.urlopen("
+                    f"'http://127.0.0.1:{CONTAINER_PORT}{HEALTH_PATH}', timeout=3)",
+                ],
+                interval=cdk.Duration.seconds(30),
+                timeout=cdk.Duration.seconds(5),
+                retries=3,
+                start_period=cdk.Duration.seconds(300),
+            ),
+            stop_timeout=cdk.Duration.seconds(30),
+        )
+        role = task_definition.task_role
+        store.grant_model_read(role, model)
+        store.grant_prefix_write(role, capture_prefix(model))
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],  # no resource type; scoped by namespace
+                conditions={"StringEquals": {"cloudwatch:namespace": "InferStack"}},
+            )
+        )
+        return task_definition
+
+    def _autoscale(self, model: EcsModel) -> None:
+        """Track average service CPU.
+
+        NLBs have no per-target request metric (RequestCountPerTarget is ALB-only), and the
+        runtime's InferStack/Requests metric carries a model_version dimension that changes
+        with every release, which a target-tracking policy cannot follow (no SEARCH). CPU is
+        what saturates first in this image (ONNX Runtime CPU backend, request decoding);
+        switch to GPU utilisation (CloudWatch agent / DCGM) when the TensorRT server lands.
+        """
+        scaling = self.service.auto_scale_task_count(
+            min_capacity=model.autoscaling.min_capacity,
+            max_capacity=model.autoscaling.max_capacity,
+        )
+        scaling.scale_on_cpu_utilization(
+            "Cpu",
+            target_utilization_percent=CPU_TARGET_PERCENT,
+            scale_in_cooldown=cdk.Duration.minutes(5),
+            scale_out_cooldown=cdk.Duration.minutes(1),
+        )
+
+    def _suppress(self, model: EcsModel, task_definition: ecs.Ec2TaskDefinition) -> None:
+        suppress_model_role_wildcards(task_definition.task_role, model)
+        no_resource_type = NagPackSuppression(
+            id="AwsSolutions-IAM5",
+            reason=(
+                "Actions without a resource type: cloudwatch:PutMetricData (task role, "
+                "namespace-conditioned) and ecr:GetAuthorizationToken (execution role, "
+                "image pull)."
+            ),
+            applies_to=["Resource::*"],
+        )
+        NagSuppressions.add_resource_suppressions(
+            task_definition,
+            [
+                no_resource_type,
+                NagPackSuppression(
+                    id="AwsSolutions-ECS2",
+                    reason=(
+                        "The environment holds no secrets: model name, model S3 URI, "
+                        "environment name and batching settings."
+                    ),
+                ),
+            ],
+            apply_to_children=True,
+        )
+        NagSuppressions.add_resource_suppressions(
+            self._instances.role,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason=(
+                        "The ECS agent's container-instance policy generated by aws-cdk-lib: "
+                        "ecs:Submit* is scoped to the cluster; ecs:DiscoverPollEndpoint, "
+                        "ecs:Poll-side calls and ecr:GetAuthorizationToken have no resource type."
+                    ),
+                    applies_to=["Action::ecs:Submit*", "Resource::*"],
+                )
+            ],
+            apply_to_children=True,
+        )
+        NagSuppressions.add_resource_suppressions(
+            self._instances,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-AS3",
+                    reason=(
+                        "The capacity provider (managed scaling) drives this group; its "
+                        "scaling shows in ECS service events and Container Insights."
+                    ),
+                )
+            ],
+            apply_to_children=True,
+        )
+        NagSuppressions.add_resource_suppressions(
+            self.load_balancer,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-ELB2",
+                    reason=(
+                        "NLB access logs are only written for TLS listeners; this internal "
+                        "TCP listener would produce none. VPC flow logs cover the traffic."
+                    ),
+                )
+            ],
+        )

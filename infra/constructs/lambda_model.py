@@ -1,0 +1,244 @@
+"""CPU models on Lambda: the inference container image and one function + alias per model.
+
+Also the building blocks every InferStack function shares: container images built from
+the repository root with their Dockerfile's allow-list, a log group with the
+environment's retention, and an execution role with no managed policies.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aws_cdk as cdk
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
+from constructs import Construct
+
+from infra.constructs.model_store import removal_policy
+
+if TYPE_CHECKING:
+    from infra.config import Environment, LambdaModel
+    from infra.constructs.model_store import ModelStore
+
+# The Docker build context of every function image (Dockerfiles COPY layers/inferstack).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INFERENCE_DOCKERFILE = "functions/inference/Dockerfile"
+LIVE_ALIAS = "live"
+SERVICE_NAME = "inferstack"
+METRICS_NAMESPACE = "InferStack"
+
+_ARCHITECTURES: dict[str, tuple[lambda_.Architecture, ecr_assets.Platform]] = {
+    "arm64": (lambda_.Architecture.ARM_64, ecr_assets.Platform.LINUX_ARM64),
+    "x86_64": (lambda_.Architecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
+}
+# Never part of an image's build context, whatever a Dockerfile's ignore file says.
+_ALWAYS_EXCLUDED = (
+    ".git",
+    ".venv",
+    "cdk.out",
+    "node_modules",
+    "**/node_modules",
+    "tests",
+    "benchmarks",
+    "infra",
+    "**/__pycache__",
+    "**/*.py[cod]",
+)
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+_XRAY_REASON = (
+    "X-Ray tracing: xray:PutTraceSegments and xray:PutTelemetryRecords do not support "
+    "resource-level permissions."
+)
+
+
+def lambda_architecture(architecture: str) -> lambda_.Architecture:
+    return _ARCHITECTURES[architecture][0]
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    return _RETENTION[days]
+
+
+@cache
+def build_context_excludes(dockerfile: str) -> tuple[str, ...]:
+    """Ignore rules for a Dockerfile whose build context is the repository root.
+
+    The rules are the Dockerfile's own `<Dockerfile>.dockerignore` (what BuildKit applies
+    to a local `docker build`), so CDK stages and hashes exactly the files the image
+    copies: an edit to tests or infra neither rebuilds nor re-uploads an image.
+    """
+    ignore_file = REPO_ROOT / f"{dockerfile}.dockerignore"
+    if not ignore_file.is_file():
+        raise FileNotFoundError(f"{ignore_file}: every function Dockerfile needs its ignore file")
+    rules = [
+        line.strip()
+        for line in ignore_file.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    # The Dockerfile and its ignore file must reach the staged context for the build.
+    return (*rules, *_ALWAYS_EXCLUDED, f"!{dockerfile}", f"!{dockerfile}.dockerignore")
+
+
+def function_image(dockerfile: str, architecture: str) -> lambda_.DockerImageCode:
+    """A function's container image, built from the repository root for `architecture`."""
+    return lambda_.DockerImageCode.from_image_asset(
+        directory=str(REPO_ROOT),
+        file=dockerfile,
+        platform=_ARCHITECTURES[architecture][1],
+        exclude=list(build_context_excludes(dockerfile)),
+        ignore_mode=cdk.IgnoreMode.DOCKER,
+    )
+
+
+def inference_image(architecture: str) -> lambda_.DockerImageCode:
+    """The Lambda inference image (functions/inference/Dockerfile) for `architecture`."""
+    return function_image(INFERENCE_DOCKERFILE, architecture)
+
+
+def function_log_group(
+    scope: Construct, construct_id: str, *, config: Environment
+) -> logs.LogGroup:
+    return logs.LogGroup(
+        scope,
+        construct_id,
+        retention=log_retention(config.log_retention_days),
+        removal_policy=removal_policy(config),
+    )
+
+
+def execution_role(
+    scope: Construct, construct_id: str, *, log_group: logs.ILogGroup, description: str
+) -> iam.Role:
+    """A function role that may write its own log group (and, with tracing on, X-Ray).
+
+    Used instead of AWSLambdaBasicExecutionRole, which may write to every log group.
+    Each construct adds what its function needs on top.
+    """
+    role = iam.Role(
+        scope,
+        construct_id,
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=description,
+    )
+    log_group.grant_write(role)
+    NagSuppressions.add_resource_suppressions(
+        role,
+        [
+            NagPackSuppression(
+                id="AwsSolutions-IAM5", reason=_XRAY_REASON, applies_to=["Resource::*"]
+            )
+        ],
+        apply_to_children=True,
+    )
+    return role
+
+
+def suppress_object_wildcards(role: iam.IRole, prefixes: list[str], reason: str) -> None:
+    """Accept `<bucket ARN>/<prefix>*` resources: prefix-scoped object grants, by design."""
+    NagSuppressions.add_resource_suppressions(
+        role,
+        [
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason=reason,
+                applies_to=[
+                    RegexAppliesTo(regex=f"/^Resource::<[A-Za-z0-9]+\\.Arn>\\/{_regex(p)}.*\\*$/")
+                    for p in prefixes
+                ],
+            )
+        ],
+        apply_to_children=True,
+    )
+
+
+def _regex(text: str) -> str:
+    return "".join(c if c.isalnum() else f"\\{c}" for c in text)
+
+
+class LambdaInference(Construct):
+    """One CPU model served by a Lambda container-image function behind the alias `live`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Environment,
+        model: LambdaModel,
+        store: ModelStore,
+        image: lambda_.DockerImageCode,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.model = model
+        log_group = function_log_group(self, "Logs", config=config)
+        role = execution_role(
+            self,
+            "Role",
+            log_group=log_group,
+            description=f"InferStack {config.name}: inference function for {model.name}",
+        )
+
+        self.function = lambda_.DockerImageFunction(
+            self,
+            "Function",
+            code=image,
+            description=f"InferStack {config.name}: {model.name} (Open Inference Protocol)",
+            architecture=lambda_architecture(model.architecture),
+            memory_size=model.memory_mb,
+            timeout=cdk.Duration.seconds(model.timeout_s),
+            ephemeral_storage_size=cdk.Size.mebibytes(model.ephemeral_storage_mb),
+            reserved_concurrent_executions=model.reserved_concurrency,
+            environment={
+                "INFERSTACK_MODEL_NAME": model.name,
+                # Deploy-time default: the artifact's latest object version. The promoter
+                # later rewrites this variable with ?versionId=<v> pinned, publishes a
+                # version and moves the alias; a stack deploy resets it to this value.
+                "INFERSTACK_MODEL_URI": store.model_uri(model),
+                "INFERSTACK_ENV": config.name,
+                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            },
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            role=role,
+        )
+        # Traffic goes through the alias, so provisioned concurrency stays warm across
+        # the versions the promoter publishes.
+        self.alias = lambda_.Alias(
+            self,
+            "Live",
+            alias_name=LIVE_ALIAS,
+            version=self.function.current_version,
+            description=f"The version of {model.name} that serves traffic",
+            provisioned_concurrent_executions=model.provisioned_concurrency or None,
+        )
+        store.grant_model_read(self.function, model)
+        suppress_object_wildcards(
+            role,
+            [f"models/{model.name}/"],
+            f"Read access to the released artifacts of {model.name} only (models/"
+            f"{model.name}/*): artifacts are versioned objects under that prefix.",
+        )

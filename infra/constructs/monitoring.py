@@ -1,0 +1,477 @@
+"""Alarms to an encrypted SNS topic and one dashboard per environment.
+
+Request-level alarms (5xx rate, p99 latency) use API Gateway's per-method metrics (dimensions
+ApiName, Method, Resource, Stage; the stage has detailed metrics on) for every target: they see
+what clients see (integration failures, timeouts and throttled Lambdas included, which Lambda's
+own Errors metric misses because the runtime answers errors itself), they are single metrics
+(the runtime's EMF metrics carry a model_version dimension, so only SEARCH could aggregate them,
+and alarms cannot use SEARCH), and one threshold means the same end-to-end thing for Lambda,
+SageMaker and ECS. Target metrics (Lambda Duration, SageMaker ModelLatency, NLB, GPU) go on the
+dashboard next to them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from infra.config import RemovalPolicy
+from infra.constructs.api import rest_api_name
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from aws_cdk import aws_ecs as ecs
+    from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+    from aws_cdk import aws_lambda as lambda_
+
+    from infra.config import EcsModel, Environment, LambdaModel, Model, SageMakerModel
+
+NAMESPACE = "InferStack"  # the runtime's, drift check's and promoter's EMF namespace
+PERIOD = cdk.Duration.minutes(5)
+DRIFT_PERIOD = cdk.Duration.hours(1)
+GT = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+GTE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+MAX_ALARM_METRICS = 10  # metrics one alarm's math expression may use
+
+
+class Monitoring(Construct):
+    """The alarm topic (KMS-encrypted, TLS only), the dashboard and every alarm."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: Environment) -> None:
+        super().__init__(scope, construct_id)
+        self.config = config
+        self.alarms: list[cloudwatch.Alarm] = []
+        removal = (
+            cdk.RemovalPolicy.RETAIN
+            if config.removal_policy is RemovalPolicy.RETAIN
+            else cdk.RemovalPolicy.DESTROY
+        )
+        self.key = kms.Key(
+            self,
+            "TopicKey",
+            description=f"InferStack {config.name}: alarm topic encryption",
+            enable_key_rotation=True,
+            removal_policy=removal,
+        )
+        # CloudWatch publishes alarm notifications to the topic: it must use the key.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+            )
+        )
+        self.topic = sns.Topic(
+            self,
+            "Topic",
+            display_name=f"InferStack {config.name} alarms",
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        if config.alarms.email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarms.email))
+        self._action = actions.SnsAction(self.topic)
+        self.dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            # Dashboards are account-wide: the region keeps two deployments apart.
+            dashboard_name=f"inferstack-{config.name}-{cdk.Aws.REGION}",
+            default_interval=cdk.Duration.hours(3),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.TextWidget(
+                markdown=f"# InferStack {config.name}\nModels: "
+                + ", ".join(f"`{m.name}` ({m.target.value})" for m in config.models),
+                width=24,
+                height=2,
+            )
+        )
+
+    # -- internal functions ----------------------------------------------------------------
+
+    def watch_function(self, label: str, function: lambda_.IFunction) -> None:
+        """Alarm on any error of an internal function (promoter, drift check)."""
+        errors = function.metric_errors(period=PERIOD, statistic="Sum")
+        self._alarm(
+            f"{label}-Errors",
+            errors,
+            threshold=1,
+            comparison=GTE,
+            evaluation_periods=1,
+            description=f"{label} failed (Lambda Errors >= 1 in 5 minutes)",
+        )
+        self.dashboard.add_widgets(
+            _graph(
+                f"{label}: invocations and errors",
+                [function.metric_invocations(period=PERIOD), errors],
+                width=12,
+            ),
+            _graph(
+                f"{label}: duration (ms)",
+                [function.metric_duration(period=PERIOD, statistic="p99", label="p99")],
+                width=12,
+            ),
+        )
+
+    # -- models ----------------------------------------------------------------------------
+
+    def add_lambda_model(
+        self, model: LambdaModel, function: lambda_.IFunction, alias: lambda_.IFunction
+    ) -> None:
+        """5xx rate, p99 latency and throttle alarms; the model's dashboard row."""
+        self._request_alarms(model)
+        throttles = alias.metric_throttles(period=PERIOD, statistic="Sum")
+        self._alarm(
+            f"{model.name}-Throttles",
+            throttles,
+            threshold=model.alarms.throttles,
+            comparison=GTE,
+            evaluation_periods=model.alarms.evaluation_periods,
+            description=f"{model.name}: Lambda throttles >= {model.alarms.throttles} in 5 minutes",
+        )
+        name, env = model.name, self.config.name
+        cold_starts = cloudwatch.MathExpression(
+            expression=(
+                "SEARCH('{InferStack,environment,model,model_version,service} "
+                f'MetricName="ColdStart" model="{name}" environment="{env}"\', \'Sum\', 300)'
+            ),
+            using_metrics={},
+            label="cold starts",
+            period=PERIOD,
+        )
+        self.dashboard.add_widgets(
+            *self._api_widgets(model),
+            _graph(
+                f"{name}: Lambda duration (ms)",
+                [
+                    alias.metric_duration(period=PERIOD, statistic=p, label=f"Duration {p}")
+                    for p in ("p50", "p90", "p99")
+                ],
+            ),
+            _graph(
+                f"{name}: Lambda invocations, errors, throttles",
+                [
+                    alias.metric_invocations(period=PERIOD),
+                    alias.metric_errors(period=PERIOD),
+                    throttles,
+                ],
+            ),
+            _graph(
+                f"{name}: concurrency",
+                [
+                    function.metric("ConcurrentExecutions", period=PERIOD, statistic="Maximum"),
+                ],
+                right=[
+                    alias.metric(
+                        "ProvisionedConcurrencyUtilization",
+                        period=PERIOD,
+                        statistic="Maximum",
+                        label="provisioned utilization",
+                    )
+                ],
+            ),
+            _graph(f"{name}: cold starts (ColdStart)", [cold_starts]),
+        )
+
+    def add_sagemaker_model(
+        self, model: SageMakerModel, endpoint_name: str, variant_name: str
+    ) -> None:
+        """5xx rate and p99 latency alarms; endpoint, latency and GPUUtilization widgets."""
+        self._request_alarms(model)
+        dims = {"EndpointName": endpoint_name, "VariantName": variant_name}
+
+        def sagemaker(
+            metric: str, statistic: str, label: str, namespace: str = "AWS/SageMaker"
+        ) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace=namespace,
+                metric_name=metric,
+                dimensions_map=dims,
+                statistic=statistic,
+                period=PERIOD,
+                label=label,
+            )
+
+        name = model.name
+        self.dashboard.add_widgets(
+            *self._api_widgets(model),
+            _graph(
+                f"{name}: endpoint invocations and errors",
+                [
+                    sagemaker("Invocations", "Sum", "Invocations"),
+                    sagemaker("Invocation4XXErrors", "Sum", "4XX (incl. model errors)"),
+                    sagemaker("Invocation5XXErrors", "Sum", "5XX"),
+                ],
+            ),
+            _graph(
+                f"{name}: ModelLatency (µs)",
+                [
+                    sagemaker("ModelLatency", p, f"ModelLatency {p} (µs)")
+                    for p in ("p50", "p90", "p99")
+                ]
+                + [sagemaker("OverheadLatency", "p99", "OverheadLatency p99 (µs)")],
+            ),
+            _graph(
+                f"{name}: GPUUtilization (%)",
+                [
+                    sagemaker(m, "Average", m, namespace="/aws/sagemaker/Endpoints")
+                    for m in ("GPUUtilization", "GPUMemoryUtilization")
+                ],
+            ),
+        )
+
+    def add_ecs_model(
+        self,
+        model: EcsModel,
+        service: ecs.BaseService,
+        load_balancer: elbv2.INetworkLoadBalancer,
+    ) -> None:
+        """5xx rate and p99 latency alarms; NLB, ECS CPU/memory and GPU widgets."""
+        self._request_alarms(model)
+        name, env = model.name, self.config.name
+        lb = load_balancer.metrics
+        gpu = cloudwatch.MathExpression(
+            # The GPU container publishes GPUUtilization (EMF, dims environment, model, ...).
+            expression=(
+                f'SEARCH(\'{{InferStack,environment,model}} MetricName="GPUUtilization" '
+                f'model="{name}" environment="{env}"\', \'Average\', 300)'
+            ),
+            using_metrics={},
+            label="GPUUtilization",
+            period=PERIOD,
+        )
+        reservation = cloudwatch.Metric(
+            namespace="AWS/ECS",
+            metric_name="GPUReservation",
+            dimensions_map={"ClusterName": service.cluster.cluster_name},
+            statistic="Average",
+            period=PERIOD,
+            label="cluster GPUReservation",
+        )
+        self.dashboard.add_widgets(
+            *self._api_widgets(model),
+            _graph(
+                f"{name}: load balancer",
+                [
+                    lb.active_flow_count(period=PERIOD),
+                    lb.new_flow_count(period=PERIOD),
+                    lb.tcp_target_reset_count(period=PERIOD),
+                ],
+                right=[lb.processed_bytes(period=PERIOD)],
+            ),
+            _graph(
+                f"{name}: ECS CPU / memory (%)",
+                [
+                    service.metric_cpu_utilization(period=PERIOD),
+                    service.metric_memory_utilization(period=PERIOD),
+                ],
+            ),
+            _graph(f"{name}: GPUUtilization (%)", [gpu, reservation]),
+        )
+
+    def add_drift_alarm(self, model: Model) -> None:
+        """Alarm when the drift check's score (PSI) exceeds the model's threshold."""
+        score = cloudwatch.Metric(
+            namespace=NAMESPACE,
+            metric_name="DriftScore",
+            dimensions_map={"environment": self.config.name, "model": model.name},
+            statistic="Maximum",
+            period=DRIFT_PERIOD,
+        )
+        # One check above the threshold is the signal: checks run hours apart.
+        self._alarm(
+            f"{model.name}-Drift",
+            score,
+            threshold=model.drift.threshold,
+            comparison=GT,
+            evaluation_periods=1,
+            description=f"{model.name}: drift score above {model.drift.threshold}",
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title=f"{model.name}: drift score",
+                left=[score],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(value=model.drift.threshold, label="threshold")
+                ],
+                width=6,
+                height=6,
+            )
+        )
+
+    def add_promotion_alarm(self) -> None:
+        """Alarm on any failed promotion in the environment."""
+        env = self.config.name
+        using = {"total": _promotion_failures({"environment": env})}
+        for index, model in enumerate(self.config.models[: MAX_ALARM_METRICS - 1]):
+            using[f"m{index}"] = _promotion_failures({"environment": env, "model": model.name})
+        # The promoter may publish per model, per environment or both: any of them counts.
+        failures = cloudwatch.MathExpression(
+            expression=" + ".join(f"FILL({key}, 0)" for key in using),
+            using_metrics=using,
+            label="PromotionFailures",
+            period=PERIOD,
+        )
+        self._alarm(
+            "PromotionFailures",
+            failures,
+            threshold=1,
+            comparison=GTE,
+            evaluation_periods=1,
+            description=f"InferStack {env}: a model version was rejected or failed to roll out",
+        )
+        self.dashboard.add_widgets(
+            _graph("promotion failures", [failures], width=12),
+            cloudwatch.AlarmStatusWidget(
+                title="alarms", alarms=list(self.alarms), width=12, height=6
+            ),
+        )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _api_metric(
+        self, model: Model, metric: str, statistic: str, *, route: str = "infer"
+    ) -> cloudwatch.Metric:
+        resource, method = _routes(model.name)[route]
+        return cloudwatch.Metric(
+            namespace="AWS/ApiGateway",
+            metric_name=metric,
+            dimensions_map={
+                "ApiName": rest_api_name(self.config.name),
+                "Stage": self.config.name,
+                "Resource": resource,
+                "Method": method,
+            },
+            statistic=statistic,
+            period=PERIOD,
+        )
+
+    def _error_rate(self, model: Model) -> cloudwatch.MathExpression:
+        """5xx responses per 100 requests over the model's inference routes (v2 and v1)."""
+        using: dict[str, cloudwatch.IMetric] = {}
+        for index, route in enumerate(("infer", "predict")):
+            using[f"e{index}"] = self._api_metric(model, "5XXError", "Sum", route=route)
+            using[f"n{index}"] = self._api_metric(model, "Count", "Sum", route=route)
+        errors = "FILL(e0, 0) + FILL(e1, 0)"
+        requests = "FILL(n0, 0) + FILL(n1, 0)"
+        return cloudwatch.MathExpression(
+            expression=f"IF(({requests}) > 0, 100 * ({errors}) / ({requests}), 0)",
+            using_metrics=using,
+            label="5xx rate (%)",
+            period=PERIOD,
+        )
+
+    def _request_alarms(self, model: Model) -> None:
+        thresholds = model.alarms
+        self._alarm(
+            f"{model.name}-5xxRate",
+            self._error_rate(model),
+            threshold=thresholds.error_rate_percent,
+            comparison=GT,
+            evaluation_periods=thresholds.evaluation_periods,
+            description=f"{model.name}: 5xx above {thresholds.error_rate_percent}% of requests",
+        )
+        self._alarm(
+            f"{model.name}-P99Latency",
+            self._api_metric(model, "Latency", "p99"),
+            threshold=thresholds.p99_latency_ms,
+            comparison=GT,
+            evaluation_periods=thresholds.evaluation_periods,
+            description=f"{model.name}: p99 latency above {thresholds.p99_latency_ms} ms (API)",
+        )
+
+    def _api_widgets(self, model: Model) -> list[cloudwatch.IWidget]:
+        name = model.name
+        return [
+            _graph(
+                f"{name}: requests",
+                [
+                    self._api_metric(model, "Count", "Sum", route=r).with_(label=f"{r} requests")
+                    for r in ("infer", "predict")
+                ],
+            ),
+            _graph(
+                f"{name}: latency (ms) p50/p90/p99",
+                [
+                    self._api_metric(model, "Latency", p).with_(label=f"Latency {p}")
+                    for p in ("p50", "p90", "p99")
+                ]
+                + [
+                    self._api_metric(model, "IntegrationLatency", "p99").with_(
+                        label="IntegrationLatency p99"
+                    )
+                ],
+            ),
+            _graph(
+                f"{name}: 4xx / 5xx",
+                [
+                    self._api_metric(model, "4XXError", "Sum"),
+                    self._api_metric(model, "5XXError", "Sum"),
+                ],
+                right=[self._error_rate(model)],
+            ),
+        ]
+
+    def _alarm(
+        self,
+        construct_id: str,
+        metric: cloudwatch.Metric | cloudwatch.MathExpression,
+        *,
+        threshold: float,
+        comparison: cloudwatch.ComparisonOperator,
+        evaluation_periods: int,
+        description: str,
+    ) -> cloudwatch.Alarm:
+        alarm: cloudwatch.Alarm = metric.create_alarm(
+            self,
+            construct_id,
+            threshold=threshold,
+            comparison_operator=comparison,
+            evaluation_periods=evaluation_periods,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"InferStack {self.config.name}: {description}",
+        )
+        alarm.add_alarm_action(self._action)
+        alarm.add_ok_action(self._action)
+        self.alarms.append(alarm)
+        return alarm
+
+
+def _routes(name: str) -> dict[str, tuple[str, str]]:
+    """The API resources whose metrics describe a model's traffic."""
+    return {
+        "infer": (f"/v2/models/{name}/infer", "POST"),
+        "predict": (f"/v1/models/{name}:predict", "POST"),
+    }
+
+
+def _promotion_failures(dimensions: dict[str, str]) -> cloudwatch.Metric:
+    return cloudwatch.Metric(
+        namespace=NAMESPACE,
+        metric_name="PromotionFailures",
+        dimensions_map=dimensions,
+        statistic="Sum",
+        period=PERIOD,
+    )
+
+
+def _graph(
+    title: str,
+    left: Sequence[cloudwatch.IMetric],
+    *,
+    right: Sequence[cloudwatch.IMetric] = (),
+    width: int = 6,
+) -> cloudwatch.GraphWidget:
+    return cloudwatch.GraphWidget(
+        title=title, left=list(left), right=list(right), width=width, height=6
+    )

@@ -1,0 +1,363 @@
+"""The model promoter: uploads/ "Object Created" -> validate -> release -> roll targets forward.
+
+The function is a container image because validation loads the model in ONNX Runtime.
+It learns its rollout targets from INFERSTACK_TARGETS, a JSON object keyed by model name,
+filled in by the stack's `allow_*_rollout` calls, which also grant exactly the API calls a
+rollout of that target needs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import aws_cdk as cdk
+import jsii
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sqs as sqs
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
+from constructs import Construct, IConstruct, IValidation
+
+from infra.config import ModelBase, Target
+from infra.constructs.lambda_model import (
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+    execution_role,
+    function_image,
+    function_log_group,
+    lambda_architecture,
+    suppress_object_wildcards,
+)
+from infra.constructs.model_store import (
+    MODELS_PREFIX,
+    RELEASES_PREFIX,
+    UPLOADS_PREFIX,
+)
+
+if TYPE_CHECKING:
+    from aws_cdk import aws_ecs as ecs
+
+    from infra.config import Environment
+    from infra.constructs.model_store import ModelStore
+
+PROMOTER_DOCKERFILE = "functions/model_promoter/Dockerfile"
+ARCHITECTURE = "arm64"  # Graviton: cheaper per GB-second; onnxruntime ships aarch64 wheels
+MEMORY_MB = 3008  # validation loads the whole model in ONNX Runtime
+EPHEMERAL_STORAGE_MB = 10240  # the artifact is downloaded to /tmp before validation
+TIMEOUT = cdk.Duration.minutes(10)
+# Lambda's limit on all environment variables of a function together.
+ENV_LIMIT_BYTES = 4096
+# A deploy-time identifier (function name, ARN, ...) as the estimate counts it.
+_TOKEN_ESTIMATE_BYTES = 128
+
+
+@jsii.implements(cdk.IStableStringProducer)
+class _TargetsJson:
+    """INFERSTACK_TARGETS, rendered after every allow_*_rollout call has been made."""
+
+    def __init__(self, scope: Construct, entries: dict[str, dict[str, str]]) -> None:
+        self._stack = cdk.Stack.of(scope)
+        self._entries = entries
+
+    def produce(self) -> str:
+        return self._stack.to_json_string(dict(sorted(self._entries.items())))
+
+
+@jsii.implements(IValidation)
+class _TargetsCheck:
+    """Every served model has a rollout target, and the JSON fits Lambda's env limit."""
+
+    def __init__(self, promoter: ModelPromoter) -> None:
+        self._promoter = promoter
+
+    def validate(self) -> list[str]:
+        promoter = self._promoter
+        errors = [
+            f"model {name!r} has no rollout target: call allow_*_rollout for it"
+            for name in promoter.served_models
+            if name not in promoter.targets
+        ]
+        size = promoter.estimated_environment_bytes()
+        if size > ENV_LIMIT_BYTES:
+            errors.append(
+                f"the promoter's environment (~{size} bytes with {len(promoter.targets)} "
+                f"targets) exceeds Lambda's {ENV_LIMIT_BYTES}-byte limit"
+            )
+        return errors
+
+
+class ModelPromoter(Construct):
+    """The promoter function, the EventBridge rule that feeds it and its dead-letter queue."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: Environment, store: ModelStore
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._config = config
+        self.targets: dict[str, dict[str, str]] = {}
+        self.served_models = [m.name for m in config.models]
+
+        # Events the rule could not deliver and invocations that failed after their
+        # retries both land here; a non-empty queue means an upload was never promoted.
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=cdk.Duration.days(14),
+        )
+        NagSuppressions.add_resource_suppressions(
+            self.dead_letter_queue,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-SQS3",
+                    reason="This queue is itself the dead-letter queue of the promoter's "
+                    "EventBridge target and of its asynchronous invocations.",
+                )
+            ],
+        )
+
+        log_group = function_log_group(self, "Logs", config=config)
+        self._role = execution_role(
+            self,
+            "Role",
+            log_group=log_group,
+            description=f"InferStack {config.name}: model promoter",
+        )
+        self._environment = {
+            "INFERSTACK_ENV": config.name,
+            "MODEL_BUCKET": store.bucket.bucket_name,
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        }
+        self.function = lambda_.DockerImageFunction(
+            self,
+            "Function",
+            code=function_image(PROMOTER_DOCKERFILE, ARCHITECTURE),
+            description=f"InferStack {config.name}: validates uploaded models and rolls them out",
+            architecture=lambda_architecture(ARCHITECTURE),
+            memory_size=MEMORY_MB,
+            ephemeral_storage_size=cdk.Size.mebibytes(EPHEMERAL_STORAGE_MB),
+            timeout=TIMEOUT,
+            environment={
+                **self._environment,
+                "INFERSTACK_TARGETS": cdk.Lazy.string(_TargetsJson(self, self.targets)),
+            },
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            role=self._role,
+            # A promotion that keeps failing is parked for inspection, not dropped.
+            retry_attempts=2,
+            max_event_age=cdk.Duration.hours(1),
+            dead_letter_queue=self.dead_letter_queue,
+        )
+
+        self.rule = events.Rule(
+            self,
+            "UploadRule",
+            description=f"InferStack {config.name}: model uploads trigger the promoter",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [store.bucket.bucket_name]},
+                    "object": {"key": events.Match.prefix(UPLOADS_PREFIX)},
+                },
+            ),
+        )
+        self.rule.add_target(
+            targets.LambdaFunction(
+                self.function,
+                dead_letter_queue=self.dead_letter_queue,
+                retry_attempts=4,
+                max_event_age=cdk.Duration.hours(2),
+            )
+        )
+
+        store.grant_prefix_read(self.function, UPLOADS_PREFIX, RELEASES_PREFIX)
+        store.grant_prefix_write(self.function, MODELS_PREFIX, RELEASES_PREFIX)
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+            )
+        )
+        suppress_object_wildcards(
+            self._role,
+            [UPLOADS_PREFIX, RELEASES_PREFIX, MODELS_PREFIX],
+            "The promoter reads any upload and release record and writes any released "
+            "artifact: object keys carry model names and versions, so the grants are "
+            "per prefix (uploads/, releases/, models/).",
+        )
+        self._suppress(
+            "AwsSolutions-IAM5",
+            "cloudwatch:PutMetricData has no resource-level permissions; the statement is "
+            f"restricted to the {METRICS_NAMESPACE} namespace by condition.",
+            ["Resource::*"],
+        )
+        self.node.add_validation(_TargetsCheck(self))
+
+    # ------------------------------------------------------------------ rollouts
+
+    def allow_lambda_rollout(self, function: lambda_.IFunction, alias: lambda_.IAlias) -> None:
+        """Pin a new model version on `function` and move `alias` to it, nothing else."""
+        model = self._register(Target.LAMBDA, function)
+        self.targets[model] = {
+            "target": Target.LAMBDA.value,
+            "function": function.function_name,
+            "alias": alias.alias_name,
+        }
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "lambda:GetFunction",
+                    "lambda:GetFunctionConfiguration",
+                    "lambda:UpdateFunctionConfiguration",
+                    "lambda:PublishVersion",
+                    "lambda:GetAlias",
+                    "lambda:UpdateAlias",
+                ],
+                # Unqualified for the function calls, the alias ARN for the alias calls.
+                resources=[function.function_arn, alias.function_arn],
+            )
+        )
+
+    def allow_sagemaker_rollout(self, endpoint_name: str, role: iam.IRole) -> None:
+        """Create the next model + endpoint config and update `endpoint_name` to it."""
+        model = self._register(Target.SAGEMAKER, role)
+        self.targets[model] = {
+            "target": Target.SAGEMAKER.value,
+            "endpoint": endpoint_name,
+            "role": role.role_arn,
+        }
+        stack = cdk.Stack.of(self)
+        # SageMaker ARNs carry resource names in lower case.
+        endpoint = (
+            endpoint_name if cdk.Token.is_unresolved(endpoint_name) else endpoint_name.lower()
+        )
+        pattern = f"inferstack-{self._config.name}-*"
+
+        def arn(resource: str, name: str) -> str:
+            return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
+
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint"],
+                resources=[arn("endpoint", endpoint)],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateModel",
+                    "sagemaker:DescribeModel",
+                    "sagemaker:CreateEndpointConfig",
+                    "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:AddTags",
+                ],
+                resources=[arn("model", pattern), arn("endpoint-config", pattern)],
+            )
+        )
+        # UpdateEndpoint is also authorized against the endpoint config it switches to.
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:UpdateEndpoint"],
+                resources=[arn("endpoint-config", pattern)],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        self._suppress(
+            "AwsSolutions-IAM5",
+            f"The promoter creates one SageMaker model and endpoint config per release, "
+            f"named {pattern}: the names are not known at deploy time.",
+            [
+                RegexAppliesTo(
+                    regex="/^Resource::arn:.+:sagemaker:.+:"
+                    f"(model|endpoint-config)\\/inferstack-{self._config.name}-\\*$/"
+                )
+            ],
+        )
+
+    def allow_ecs_rollout(self, service: ecs.BaseService) -> None:
+        """Register the next task definition revision and point `service` at it."""
+        task_definition = service.task_definition
+        model = self._register(Target.ECS, service)
+        self.targets[model] = {
+            "target": Target.ECS.value,
+            "cluster": service.cluster.cluster_name,
+            "service": service.service_name,
+            "family": task_definition.family,
+        }
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["ecs:UpdateService", "ecs:DescribeServices"],
+                resources=[service.service_arn],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition"],
+                resources=["*"],
+            )
+        )
+        roles = [task_definition.task_role, task_definition.execution_role]
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[r.role_arn for r in roles if r is not None],
+                conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+            )
+        )
+        self._suppress(
+            "AwsSolutions-IAM5",
+            "ecs:RegisterTaskDefinition and ecs:DescribeTaskDefinition do not support "
+            "resource-level permissions (ECS requires Resource '*'); the service update "
+            "itself is scoped to the one service.",
+            ["Resource::*"],
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def estimated_environment_bytes(self) -> int:
+        """The environment's size with every deploy-time token counted generously."""
+
+        def sized(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: sized(v) for k, v in value.items()}
+            is_token = isinstance(value, str) and cdk.Token.is_unresolved(value)
+            return "x" * _TOKEN_ESTIMATE_BYTES if is_token else value
+
+        env = {**sized(self._environment), "INFERSTACK_TARGETS": json.dumps(sized(self.targets))}
+        return sum(len(k) + len(str(v)) for k, v in env.items())
+
+    def _register(self, target: Target, owner: IConstruct) -> str:
+        """The model a rollout target serves.
+
+        The serving construct's own `model` when one encloses `owner`; otherwise the next
+        model of that target in configuration order, the order the stack composes them in.
+        """
+        for scope in reversed(owner.node.scopes):
+            model = getattr(scope, "model", None)
+            if isinstance(model, ModelBase) and model.target is target:
+                return model.name
+        pending = [m.name for m in self._config.models_on(target) if m.name not in self.targets]
+        if not pending:
+            raise ValueError(f"more {target.value} rollout targets than {target.value} models")
+        return pending[0]
+
+    def _suppress(self, rule: str, reason: str, applies_to: list[str | RegexAppliesTo]) -> None:
+        NagSuppressions.add_resource_suppressions(
+            self._role,
+            [NagPackSuppression(id=rule, reason=reason, applies_to=applies_to)],
+            apply_to_children=True,
+        )

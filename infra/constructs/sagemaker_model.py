@@ -1,0 +1,391 @@
+"""A GPU model on a SageMaker real-time endpoint, with blue/green canary deployments.
+
+Built from the L1 constructs: the alpha L2 (`aws_sagemaker_alpha`) has neither the
+variant's `InferenceAmiVersion` nor the endpoint's `DeploymentConfig` (shared/GPU.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import aws_cdk as cdk
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sagemaker as sagemaker
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
+from constructs import Construct
+
+from infra.constructs.lambda_model import (
+    REPO_ROOT,
+    build_context_excludes,
+    suppress_object_wildcards,
+)
+from infra.constructs.model_store import CAPTURE_PREFIX, MODELS_PREFIX
+
+if TYPE_CHECKING:
+    from infra.config import EcsModel, Environment, SageMakerModel
+    from infra.constructs.model_store import ModelStore
+
+GPU_DOCKERFILE = "gpu_endpoints/Dockerfile"
+_GPU_IMAGE_ID = "GpuImage"
+
+# UpdateEndpoint keeps traffic only if the variant name stays the same.
+VARIANT_NAME = "live"
+MODEL_DATA_DOWNLOAD_TIMEOUT_S = 1200
+SCALING_SERVICE_LINKED_ROLE = (
+    "aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
+    "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+)
+ENDPOINT_NAME_MAX = 63
+
+# Instance families with local NVMe instance storage: SageMaker encrypts it in hardware and
+# CreateEndpointConfig FAILS when KmsKeyId is set (CreateEndpointConfig API reference).
+# GPU families g4dn/g5/g6/g6e/p4d/p5 all have it; "d" in the suffix marks the rest (m5d, c6id).
+_INSTANCE_STORE_FAMILIES = re.compile(r"^(g4dn|g4ad|g5|g6|g6e|p3dn|p4d|p4de|p5|p5e|p5en|trn\d.*)$")
+_D_SUFFIX = re.compile(r"^[a-z]+\d+[a-z]*d[a-z]*$")
+
+
+def gpu_image(scope: Construct) -> ecr_assets.DockerImageAsset:
+    """The GPU serving image (gpu_endpoints/Dockerfile), one asset per stack.
+
+    SageMaker endpoints and ECS services share it, so a stack builds and pushes it once.
+    """
+    stack = cdk.Stack.of(scope)
+    existing = stack.node.try_find_child(_GPU_IMAGE_ID)
+    if isinstance(existing, ecr_assets.DockerImageAsset):
+        return existing
+    return ecr_assets.DockerImageAsset(
+        stack,
+        _GPU_IMAGE_ID,
+        directory=str(REPO_ROOT),
+        file=GPU_DOCKERFILE,
+        platform=ecr_assets.Platform.LINUX_AMD64,
+        # gpu_endpoints/Dockerfile.dockerignore: only what the image copies is staged and
+        # hashed, so edits elsewhere in the repository neither rebuild nor re-push it.
+        exclude=list(build_context_excludes(GPU_DOCKERFILE)),
+        ignore_mode=cdk.IgnoreMode.DOCKER,
+    )
+
+
+def gpu_container_environment(
+    config: Environment, model: SageMakerModel | EcsModel, store: ModelStore
+) -> dict[str, str]:
+    """What the serving container reads (layers/inferstack settings + batching)."""
+    return {
+        "INFERSTACK_MODEL_NAME": model.name,
+        "INFERSTACK_MODEL_URI": store.model_uri(model),
+        "INFERSTACK_ENV": config.name,
+        "INFERSTACK_MAX_BATCH_SIZE": str(model.batching.max_batch_size),
+        "INFERSTACK_MAX_QUEUE_DELAY_US": str(model.batching.max_queue_delay_us),
+        "POWERTOOLS_SERVICE_NAME": "inferstack",
+        "POWERTOOLS_METRICS_NAMESPACE": "InferStack",
+    }
+
+
+def capture_prefix(model: SageMakerModel | EcsModel) -> str:
+    """Where this model's sampled traffic goes (capture/<model>/), for drift checks."""
+    return f"{CAPTURE_PREFIX}{model.name}/"
+
+
+def has_instance_storage(instance_type: str) -> bool:
+    """Whether the (ml.)instance type has local NVMe storage, which rejects a KmsKeyId."""
+    family = instance_type.removeprefix("ml.").split(".")[0]
+    return bool(_INSTANCE_STORE_FAMILIES.match(family) or _D_SUFFIX.match(family))
+
+
+def endpoint_name_for(config: Environment, model: SageMakerModel) -> str:
+    """A deterministic endpoint name: API Gateway and the promoter address it by name.
+
+    SageMaker endpoint names are also what CloudWatch metrics and alarms are keyed on, and
+    an endpoint is updated in place (new endpoint config) rather than replaced, so a fixed
+    name never collides with itself.
+    """
+    name = f"inferstack-{config.name}-{model.name}"
+    if len(name) > ENDPOINT_NAME_MAX:
+        raise ValueError(
+            f"models.{model.name}: SageMaker endpoint name {name!r} is longer than "
+            f"{ENDPOINT_NAME_MAX} characters; shorten the environment or model name"
+        )
+    return name
+
+
+class SageMakerEndpoint(Construct):
+    """Model, endpoint config, endpoint, rollback alarms and autoscaling for one model."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Environment,
+        model: SageMakerModel,
+        store: ModelStore,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = cdk.Stack.of(self)
+        self.endpoint_name = endpoint_name_for(config, model)
+        self.variant_name = VARIANT_NAME
+        image = gpu_image(self)
+        key = store.key
+
+        self.role = iam.Role(
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"InferStack {config.name}: SageMaker endpoint for {model.name}",
+        )
+        image.repository.grant_pull(self.role)
+        store.grant_model_read(self.role, model)
+        # Data capture: SageMaker writes sampled requests/responses with this role.
+        store.grant_prefix_write(self.role, capture_prefix(model))
+        log_group_arn = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"/aws/sagemaker/Endpoints/{self.endpoint_name}",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ],
+                resources=[log_group_arn, f"{log_group_arn}:*"],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],  # PutMetricData has no resource type; scoped by namespace
+                conditions={
+                    "StringEquals": {
+                        "cloudwatch:namespace": ["InferStack", "/aws/sagemaker/Endpoints"]
+                    }
+                },
+            )
+        )
+
+        sm_model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=self.role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=image.image_uri,
+                environment=gpu_container_environment(config, model, store),
+            ),
+        )
+        # CreateModel checks the image with the role: its policy must exist first (the role
+        # itself is already a dependency through ExecutionRoleArn).
+        policy = self.role.node.try_find_child("DefaultPolicy")
+        if policy is not None:
+            sm_model.node.add_dependency(policy)
+
+        # No KmsKeyId on instance types with NVMe storage: the API rejects it there, and
+        # that storage is encrypted in hardware (see has_instance_storage).
+        volume_key = None if has_instance_storage(model.instance_type) else key
+        endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "EndpointConfig",
+            kms_key_id=volume_key.key_arn if volume_key else None,
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT_NAME,
+                    model_name=sm_model.attr_model_name,
+                    instance_type=model.instance_type,
+                    initial_instance_count=model.autoscaling.min_capacity,
+                    initial_variant_weight=1.0,
+                    inference_ami_version=model.inference_ami_version,
+                    container_startup_health_check_timeout_in_seconds=(
+                        model.startup_health_check_timeout_s
+                    ),
+                    model_data_download_timeout_in_seconds=MODEL_DATA_DOWNLOAD_TIMEOUT_S,
+                )
+            ],
+            data_capture_config=sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
+                enable_capture=True,
+                # An integer percentage in the API; never 0, which would capture nothing.
+                initial_sampling_percentage=max(1, round(model.drift.sample_percent)),
+                destination_s3_uri=f"s3://{store.bucket.bucket_name}/{capture_prefix(model)}",
+                kms_key_id=key.key_arn,
+                capture_options=[
+                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
+                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Output"),
+                ],
+                capture_content_type_header=sagemaker.CfnEndpointConfig.CaptureContentTypeHeaderProperty(
+                    json_content_types=["application/json"],
+                ),
+            ),
+        )
+
+        self.rollback_alarms = self._rollback_alarms(model)
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=[alarm.alarm_arn for alarm in self.rollback_alarms],
+            )
+        )
+
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=self.endpoint_name,
+            endpoint_config_name=endpoint_config.attr_endpoint_config_name,
+            deployment_config=sagemaker.CfnEndpoint.DeploymentConfigProperty(
+                blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+                    traffic_routing_configuration=sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
+                        type="CANARY",
+                        canary_size=sagemaker.CfnEndpoint.CapacitySizeProperty(
+                            type="CAPACITY_PERCENT", value=10
+                        ),
+                        wait_interval_in_seconds=300,
+                    ),
+                    termination_wait_in_seconds=600,
+                    maximum_execution_timeout_in_seconds=3600,
+                ),
+                auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
+                    alarms=[
+                        sagemaker.CfnEndpoint.AlarmProperty(alarm_name=alarm.alarm_name)
+                        for alarm in self.rollback_alarms
+                    ]
+                ),
+            ),
+        )
+        # SageMaker checks the role (image pull, DescribeAlarms) while creating the endpoint.
+        self.endpoint.node.add_dependency(self.role)
+
+        self.scalable_target = appscaling.ScalableTarget(
+            self,
+            "Scaling",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT_NAME}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            min_capacity=model.autoscaling.min_capacity,
+            max_capacity=model.autoscaling.max_capacity,
+            # The service-linked role (created by Application Auto Scaling on first use),
+            # not a new role without permissions, which is what the CDK would make here.
+            role=iam.Role.from_role_arn(
+                self,
+                "ScalingRole",
+                stack.format_arn(
+                    service="iam",
+                    region="",
+                    resource="role",
+                    resource_name=SCALING_SERVICE_LINKED_ROLE,
+                ),
+            ),
+        )
+        self.scalable_target.node.add_dependency(self.endpoint)
+        self.scalable_target.scale_to_track_metric(
+            "InvocationsPerInstance",
+            predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
+            target_value=model.autoscaling.target_invocations_per_minute,
+            scale_in_cooldown=cdk.Duration.minutes(5),
+            scale_out_cooldown=cdk.Duration.minutes(1),
+        )
+
+        self._suppress(model)
+
+    def _rollback_alarms(self, model: SageMakerModel) -> list[cloudwatch.Alarm]:
+        """Alarms SageMaker watches during a deployment; any in ALARM rolls it back."""
+        dimensions = {"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME}
+        period = cdk.Duration.minutes(1)  # endpoint metrics are per minute; bake is 5
+
+        def metric(name: str, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace="AWS/SageMaker",
+                metric_name=name,
+                dimensions_map=dimensions,
+                statistic=statistic,
+                period=period,
+            )
+
+        error_rate = cloudwatch.MathExpression(
+            expression="IF(invocations > 0, 100 * errors / invocations, 0)",
+            using_metrics={
+                "errors": metric("Invocation5XXErrors", "Sum"),
+                "invocations": metric("Invocations", "Sum"),
+            },
+            label="5XX error rate (%)",
+            period=period,
+        )
+        errors = error_rate.create_alarm(
+            self,
+            "ErrorRateAlarm",
+            alarm_description=(
+                f"{self.endpoint_name}: 5XX error rate above "
+                f"{model.alarms.error_rate_percent}% (rolls back a deployment)"
+            ),
+            threshold=model.alarms.error_rate_percent,
+            evaluation_periods=model.alarms.evaluation_periods,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        latency = metric("ModelLatency", "p99").create_alarm(
+            self,
+            "LatencyAlarm",
+            alarm_description=(
+                f"{self.endpoint_name}: p99 model latency above "
+                f"{model.alarms.p99_latency_ms} ms (rolls back a deployment)"
+            ),
+            # ModelLatency is reported in microseconds.
+            threshold=model.alarms.p99_latency_ms * 1000,
+            evaluation_periods=model.alarms.evaluation_periods,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        return [errors, latency]
+
+    def _suppress(self, model: SageMakerModel) -> None:
+        suppress_model_role_wildcards(self.role, model)
+        NagSuppressions.add_resource_suppressions(
+            self.role,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason=(
+                        "ecr:GetAuthorizationToken (image pull) and cloudwatch:PutMetricData "
+                        "(namespace-conditioned) have no resource type; SageMaker writes "
+                        "streams it names itself in this endpoint's own log group."
+                    ),
+                    applies_to=[
+                        "Resource::*",
+                        RegexAppliesTo(
+                            regex=f"/^Resource::arn:.*:log-group:\\/aws\\/sagemaker\\/"
+                            f"Endpoints\\/{self.endpoint_name}:\\*$/"
+                        ),
+                    ],
+                )
+            ],
+            apply_to_children=True,
+        )
+
+
+def suppress_model_role_wildcards(role: iam.IRole, model: SageMakerModel | EcsModel) -> None:
+    """Accept what a serving role needs: its own model's objects, capture writes under SSE-KMS."""
+    suppress_object_wildcards(
+        role,
+        [f"{MODELS_PREFIX}{model.name}/", capture_prefix(model)],
+        reason=(
+            f"Object access is limited to this model's own prefixes: models/{model.name}/ "
+            f"(read) and capture/{model.name}/ (sampled traffic for drift checks)."
+        ),
+    )
+    NagSuppressions.add_resource_suppressions(
+        role,
+        [
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason=(
+                    "kms:GenerateDataKey* and kms:ReEncrypt* on the model bucket's key only: "
+                    "SSE-KMS writes of captured traffic need a data key."
+                ),
+                applies_to=["Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"],
+            )
+        ],
+        apply_to_children=True,
+    )

@@ -1,0 +1,103 @@
+"""The InferStack stack: one per environment, composed from constructs; wiring lives here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_ssm as ssm
+
+from infra.config import EcsModel, LambdaModel, SageMakerModel, Target
+from infra.constructs.api import InferenceApi
+from infra.constructs.drift import DriftCheck
+from infra.constructs.ecs_model import EcsGpuService, GpuNetwork
+from infra.constructs.lambda_model import LambdaInference, inference_image
+from infra.constructs.model_store import ModelStore
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.promoter import ModelPromoter
+from infra.constructs.sagemaker_model import SageMakerEndpoint
+
+if TYPE_CHECKING:
+    from constructs import Construct
+
+    from infra.config import Environment
+
+
+class InferStackStack(cdk.Stack):
+    """Every AWS part of the design for one environment; only the configuration differs."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: Environment, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        cdk.Tags.of(self).add("inferstack:environment", config.name)
+
+        store = ModelStore(self, "ModelStore", config=config)
+        monitoring = Monitoring(self, "Monitoring", config=config)
+        api = InferenceApi(self, "Api", config=config)
+        promoter = ModelPromoter(self, "Promoter", config=config, store=store)
+        drift = DriftCheck(self, "Drift", config=config, store=store)
+        monitoring.watch_function("promoter", promoter.function)
+        monitoring.watch_function("drift-check", drift.function)
+
+        # One VPC and cluster for every ECS model; none at all without one.
+        network = None
+        if config.models_on(Target.ECS):
+            network = GpuNetwork(self, "GpuNetwork", config=config)
+        for model in config.models:
+            if isinstance(model, LambdaModel):
+                lambda_model = LambdaInference(
+                    self,
+                    f"Lambda-{model.name}",
+                    config=config,
+                    model=model,
+                    store=store,
+                    image=inference_image(model.architecture),
+                )
+                api.add_lambda_model(model, lambda_model.alias)
+                promoter.allow_lambda_rollout(lambda_model.function, lambda_model.alias)
+                monitoring.add_lambda_model(model, lambda_model.function, lambda_model.alias)
+            elif isinstance(model, SageMakerModel):
+                endpoint = SageMakerEndpoint(
+                    self, f"SageMaker-{model.name}", config=config, model=model, store=store
+                )
+                api.add_sagemaker_model(model, endpoint.endpoint_name)
+                promoter.allow_sagemaker_rollout(endpoint.endpoint_name, endpoint.role)
+                monitoring.add_sagemaker_model(model, endpoint.endpoint_name, endpoint.variant_name)
+            elif isinstance(model, EcsModel):
+                assert network is not None
+                service = EcsGpuService(
+                    self,
+                    f"Ecs-{model.name}",
+                    config=config,
+                    model=model,
+                    store=store,
+                    network=network,
+                )
+                api.add_ecs_model(model, service.load_balancer, service.listener_port)
+                promoter.allow_ecs_rollout(service.service)
+                monitoring.add_ecs_model(model, service.service, service.load_balancer)
+            drift.add_model(model)
+            monitoring.add_drift_alarm(model)
+        monitoring.add_promotion_alarm()
+
+        self._outputs(config, store, api, monitoring)
+
+    def _outputs(
+        self, config: Environment, store: ModelStore, api: InferenceApi, monitoring: Monitoring
+    ) -> None:
+        """Stack outputs, mirrored to SSM under /inferstack/<env>/ for the CLI."""
+        values = {
+            "ApiUrl": ("api-url", api.url),
+            "ModelBucketName": ("model-bucket", store.bucket.bucket_name),
+            "AlarmTopicArn": ("alarm-topic-arn", monitoring.topic.topic_arn),
+        }
+        for output_id, (parameter, value) in values.items():
+            cdk.CfnOutput(self, output_id, value=value)
+            ssm.StringParameter(
+                self,
+                f"{output_id}Parameter",
+                parameter_name=f"/inferstack/{config.name}/{parameter}",
+                string_value=value,
+                description=f"InferStack {config.name}: {output_id}",
+            )

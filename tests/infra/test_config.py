@@ -1,0 +1,117 @@
+"""Per-environment configuration: the shipped files load; a bad one fails with file, key, why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.config import ENVIRONMENTS_DIR, ConfigError, Target, load_environment
+
+GOOD_MODEL = """
+[[models]]
+name = "wine"
+target = "lambda"
+artifact = "wine/model.onnx"
+"""
+
+
+def write(directory: Path, name: str, text: str) -> None:
+    (directory / f"{name}.toml").write_text(text)
+
+
+def test_shipped_environments_cover_every_target() -> None:
+    targets = set()
+    for path in sorted(ENVIRONMENTS_DIR.glob("*.toml")):
+        config = load_environment(path.stem)
+        targets |= {m.target for m in config.models}
+    assert targets == set(Target)
+    prod = load_environment("prod")
+    assert any(getattr(m, "provisioned_concurrency", 0) > 0 for m in prod.models)
+    assert prod.removal_policy == "retain"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            GOOD_MODEL + "memory_mb = 20000\n",
+            "bad.toml: models.0.memory_mb: Input should be less than or equal to 10240 (got 20000)",
+        ),
+        (
+            GOOD_MODEL + "colour = 'blue'\n",
+            "bad.toml: models.0.colour: Extra inputs are not permitted",
+        ),
+        (
+            GOOD_MODEL.replace('"lambda"', '"fargate"'),
+            "bad.toml: models.0: Input tag 'fargate' found using 'target' does not match",
+        ),
+        (
+            GOOD_MODEL + "reserved_concurrency = 2\nprovisioned_concurrency = 3\n",
+            "bad.toml: models.0: provisioned_concurrency cannot exceed reserved_concurrency",
+        ),
+        (
+            "log_retention_days = 10\n" + GOOD_MODEL,
+            "bad.toml: log_retention_days: Input should be 1, 3, 5, 7, 14",
+        ),
+        ("", "bad.toml: models: Field required"),
+        (
+            GOOD_MODEL
+            + '\n[[models]]\nname = "r"\ntarget = "sagemaker"\nartifact = "r/m.onnx"\n'
+            + 'instance_type = "g5.xlarge"\n',
+            "bad.toml: models.1.name: String should match pattern",
+        ),
+        (
+            GOOD_MODEL
+            + '\n[[models]]\nname = "rn"\ntarget = "sagemaker"\nartifact = "r/m.onnx"\n'
+            + 'instance_type = "g5.xlarge"\n',
+            "bad.toml: models.1: SageMaker instance types start with 'ml.'",
+        ),
+        (
+            GOOD_MODEL + GOOD_MODEL,
+            "bad.toml: (top level): model names must be unique; repeated: ['wine']",
+        ),
+        (
+            '[api]\nauth = "iam"\n[api.quota]\nlimit = 5\n' + GOOD_MODEL,
+            "bad.toml: api: quota applies",
+        ),
+        ("models = [", "bad.toml: not valid TOML"),
+        ('name = "other"\n' + GOOD_MODEL, "bad.toml: name: expected 'bad' (the file's name)"),
+    ],
+)
+def test_a_wrong_setting_names_file_key_and_expectation(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    write(tmp_path, "bad", text)
+    with pytest.raises(ConfigError) as caught:
+        load_environment("bad", tmp_path)
+    assert expected in str(caught.value)
+
+
+def test_a_missing_environment_lists_the_known_ones(tmp_path: Path) -> None:
+    write(tmp_path, "dev", GOOD_MODEL)
+    with pytest.raises(ConfigError, match=r"qa\.toml: no such file \(environments: dev\)"):
+        load_environment("qa", tmp_path)
+
+
+def test_synth_fails_on_a_bad_environment_with_the_message(tmp_path: Path) -> None:
+    """`cdk synth -c env=...` runs infra.app: it must print the error and exit non-zero."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.app"],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "CDK_CONTEXT_JSON": '{"env": "nope"}',
+            "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+        },
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "nope.toml: no such file" in result.stderr
+    assert "Traceback" not in result.stderr
