@@ -7,6 +7,7 @@ PORT   ?= 8080
 ENV    ?= dev
 CDK    := node_modules/.bin/cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
 .PHONY: install serve test test-gpu bench lint format synth deploy diff destroy clean
 

@@ -40,7 +40,6 @@ PERIOD = cdk.Duration.minutes(5)
 DRIFT_PERIOD = cdk.Duration.hours(1)
 GT = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
 GTE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-MAX_ALARM_METRICS = 10  # metrics one alarm's math expression may use
 
 
 class Monitoring(Construct):
@@ -186,8 +185,9 @@ class Monitoring(Construct):
     def add_sagemaker_model(
         self, model: SageMakerModel, endpoint_name: str, variant_name: str
     ) -> None:
-        """5xx rate and p99 latency alarms; endpoint, latency and GPUUtilization widgets."""
+        """5xx rate, p99 latency and throttle alarms; endpoint, latency and GPU widgets."""
         self._request_alarms(model)
+        self._rejection_alarm(model)
         dims = {"EndpointName": endpoint_name, "VariantName": variant_name}
 
         def sagemaker(
@@ -236,8 +236,9 @@ class Monitoring(Construct):
         service: ecs.BaseService,
         load_balancer: elbv2.INetworkLoadBalancer,
     ) -> None:
-        """5xx rate and p99 latency alarms; NLB, ECS CPU/memory and GPU widgets."""
+        """5xx rate, p99 latency and throttle alarms; NLB, ECS CPU/memory and GPU widgets."""
         self._request_alarms(model)
+        self._rejection_alarm(model)
         name, env = model.name, self.config.name
         lb = load_balancer.metrics
         gpu = cloudwatch.MathExpression(
@@ -310,28 +311,36 @@ class Monitoring(Construct):
         )
 
     def add_promotion_alarm(self) -> None:
-        """Alarm on any failed promotion in the environment."""
+        """One alarm per model on failed promotions, and one for uploads matching no model.
+
+        The promoter publishes PromotionFailures with (environment, model), or with
+        (environment) alone when an upload cannot be tied to a configured model.
+        """
         env = self.config.name
-        using = {"total": _promotion_failures({"environment": env})}
-        for index, model in enumerate(self.config.models[: MAX_ALARM_METRICS - 1]):
-            using[f"m{index}"] = _promotion_failures({"environment": env, "model": model.name})
-        # The promoter may publish per model, per environment or both: any of them counts.
-        failures = cloudwatch.MathExpression(
-            expression=" + ".join(f"FILL({key}, 0)" for key in using),
-            using_metrics=using,
-            label="PromotionFailures",
-            period=PERIOD,
-        )
+        series: list[cloudwatch.IMetric] = []
+        for model in self.config.models:
+            failures = _promotion_failures({"environment": env, "model": model.name})
+            series.append(failures.with_(label=model.name))
+            self._alarm(
+                f"{model.name}-PromotionFailures",
+                failures,
+                threshold=1,
+                comparison=GTE,
+                evaluation_periods=1,
+                description=f"{model.name}: a new version was rejected or failed to roll out",
+            )
+        unattributed = _promotion_failures({"environment": env})
+        series.append(unattributed.with_(label="unknown model"))
         self._alarm(
-            "PromotionFailures",
-            failures,
+            "UnattributedPromotionFailures",
+            unattributed,
             threshold=1,
             comparison=GTE,
             evaluation_periods=1,
-            description=f"InferStack {env}: a model version was rejected or failed to roll out",
+            description="an upload matched no configured model or could not be read",
         )
         self.dashboard.add_widgets(
-            _graph("promotion failures", [failures], width=12),
+            _graph("promotion failures", series, width=12),
             cloudwatch.AlarmStatusWidget(
                 title="alarms", alarms=list(self.alarms), width=12, height=6
             ),
@@ -388,6 +397,33 @@ class Monitoring(Construct):
             comparison=GT,
             evaluation_periods=thresholds.evaluation_periods,
             description=f"{model.name}: p99 latency above {thresholds.p99_latency_ms} ms (API)",
+        )
+
+    def _rejection_alarm(self, model: Model) -> None:
+        """Throttles of a GPU model: requests its server turned away (429, a full batch queue).
+
+        Lambda reports throttles itself; a GPU server's admission control reports them as the
+        runtime's Errors metric with ErrorClass=Throttled, whose dimensions carry no version.
+        """
+        rejected = cloudwatch.Metric(
+            namespace=NAMESPACE,
+            metric_name="Errors",
+            dimensions_map={
+                "environment": self.config.name,
+                "model": model.name,
+                "ErrorClass": "Throttled",
+                "service": "inferstack",
+            },
+            statistic="Sum",
+            period=PERIOD,
+        )
+        self._alarm(
+            f"{model.name}-Throttles",
+            rejected,
+            threshold=model.alarms.throttles,
+            comparison=GTE,
+            evaluation_periods=model.alarms.evaluation_periods,
+            description=f"{model.name}: >= {model.alarms.throttles} requests throttled in 5 min",
         )
 
     def _api_widgets(self, model: Model) -> list[cloudwatch.IWidget]:

@@ -32,6 +32,7 @@ ERROR_CLASSES = {
     405: "MethodNotAllowed",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
+    429: "Throttled",  # the monitoring stack alarms on this class for GPU models
     500: "Internal",
     503: "NotReady",
 }

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from infra.config import Environment, Target
+from infra.config import Environment
 
 if TYPE_CHECKING:
     import aws_cdk as cdk
@@ -473,8 +473,16 @@ def test_lambda_throttle_drift_and_promotion_alarms(isolated: Isolated) -> None:
         drift = _alarm_for(built, "DriftScore", f"{model}: drift")
         assert drift["Threshold"] == 0.25 and drift["Statistic"] == "Maximum"
         assert {"Name": "model", "Value": model} in drift["Dimensions"]
-    promotion = _alarm_for(built, "PromotionFailures", "rejected")
-    assert promotion["Threshold"] == 1
+    for model in ("wine", "resnet", "dense"):
+        promotion = _alarm_for(built, "PromotionFailures", f"{model}: a new version was rejected")
+        assert promotion["Threshold"] == 1
+        assert {"Name": "model", "Value": model} in promotion["Dimensions"]
+    unattributed = _alarm_for(built, "PromotionFailures", "matched no configured model")
+    assert unattributed["Dimensions"] == [{"Name": "environment", "Value": "test"}]
+    # GPU models: the runtime's throttled (429) errors, dimensions without a version.
+    for model in ("resnet", "dense"):
+        rejected = _alarm_for(built, "Errors", f"{model}: >= 1 requests throttled")
+        assert {"Name": "ErrorClass", "Value": "Throttled"} in rejected["Dimensions"]
     assert _alarm_for(built, "Errors", "promoter failed")["Threshold"] == 1
 
 
@@ -523,5 +531,11 @@ def test_environment_alarms_every_model(env: Synthesized) -> None:
     for model in env.config.models:
         assert f"/v2/models/{model.name}/infer" in text
         assert f'"Value": "{model.name}"' in text  # the drift alarm's model dimension
-    if env.config.models_on(Target.LAMBDA):
-        assert "Throttles" in text
+    for model in env.config.models:
+        # 5xx rate, p99 latency, throttles, drift and failed promotions, for every model.
+        for alarm in ("5xxRate", "P99Latency", "Throttles", "Drift", "PromotionFailures"):
+            assert any(
+                key.startswith(f"Monitoring{model.name}{alarm}")
+                or f"{model.name}-{alarm}" in json.dumps(res)
+                for key, res in alarms.items()
+            ), (model.name, alarm)
