@@ -55,14 +55,14 @@ class InferStackStack(cdk.Stack):
                     image=inference_image(model.architecture),
                 )
                 api.add_lambda_model(model, lambda_model.alias)
-                promoter.allow_lambda_rollout(lambda_model.function, lambda_model.alias)
+                promoter.allow_lambda_rollout(model, lambda_model.function, lambda_model.alias)
                 monitoring.add_lambda_model(model, lambda_model.function, lambda_model.alias)
             elif isinstance(model, SageMakerModel):
                 endpoint = SageMakerEndpoint(
                     self, f"SageMaker-{model.name}", config=config, model=model, store=store
                 )
                 api.add_sagemaker_model(model, endpoint.endpoint_name)
-                promoter.allow_sagemaker_rollout(endpoint.endpoint_name, endpoint.role)
+                promoter.allow_sagemaker_rollout(model, endpoint.endpoint_name, endpoint.role)
                 monitoring.add_sagemaker_model(model, endpoint.endpoint_name, endpoint.variant_name)
             elif isinstance(model, EcsModel):
                 assert network is not None
@@ -75,7 +75,7 @@ class InferStackStack(cdk.Stack):
                     network=network,
                 )
                 api.add_ecs_model(model, service.load_balancer, service.listener_port)
-                promoter.allow_ecs_rollout(service.service)
+                promoter.allow_ecs_rollout(model, service.service)
                 monitoring.add_ecs_model(model, service.service, service.load_balancer)
             drift.add_model(model)
             monitoring.add_drift_alarm(model)

@@ -425,6 +425,7 @@ class Monitoring(Construct):
             evaluation_periods=model.alarms.evaluation_periods,
             description=f"{model.name}: >= {model.alarms.throttles} requests throttled in 5 min",
         )
+        self.dashboard.add_widgets(_graph(f"{model.name}: throttled (429)", [rejected]))
 
     def _api_widgets(self, model: Model) -> list[cloudwatch.IWidget]:
         name = model.name

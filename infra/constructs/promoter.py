@@ -19,7 +19,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
-from constructs import Construct, IConstruct, IValidation
+from constructs import Construct, IValidation
 
 from infra.config import ModelBase, Target
 from infra.constructs.lambda_model import (
@@ -203,10 +203,11 @@ class ModelPromoter(Construct):
 
     # ------------------------------------------------------------------ rollouts
 
-    def allow_lambda_rollout(self, function: lambda_.IFunction, alias: lambda_.IAlias) -> None:
+    def allow_lambda_rollout(
+        self, model: ModelBase, function: lambda_.IFunction, alias: lambda_.IAlias
+    ) -> None:
         """Pin a new model version on `function` and move `alias` to it, nothing else."""
-        model = self._register(Target.LAMBDA, function)
-        self.targets[model] = {
+        self.targets[model.name] = {
             "target": Target.LAMBDA.value,
             "function": function.function_name,
             "alias": alias.alias_name,
@@ -226,10 +227,11 @@ class ModelPromoter(Construct):
             )
         )
 
-    def allow_sagemaker_rollout(self, endpoint_name: str, role: iam.IRole) -> None:
+    def allow_sagemaker_rollout(
+        self, model: ModelBase, endpoint_name: str, role: iam.IRole
+    ) -> None:
         """Create the next model + endpoint config and update `endpoint_name` to it."""
-        model = self._register(Target.SAGEMAKER, role)
-        self.targets[model] = {
+        self.targets[model.name] = {
             "target": Target.SAGEMAKER.value,
             "endpoint": endpoint_name,
             "role": role.role_arn,
@@ -288,11 +290,10 @@ class ModelPromoter(Construct):
             ],
         )
 
-    def allow_ecs_rollout(self, service: ecs.BaseService) -> None:
+    def allow_ecs_rollout(self, model: ModelBase, service: ecs.BaseService) -> None:
         """Register the next task definition revision and point `service` at it."""
         task_definition = service.task_definition
-        model = self._register(Target.ECS, service)
-        self.targets[model] = {
+        self.targets[model.name] = {
             "target": Target.ECS.value,
             "cluster": service.cluster.cluster_name,
             "service": service.service_name,
@@ -339,21 +340,6 @@ class ModelPromoter(Construct):
 
         env = {**sized(self._environment), "INFERSTACK_TARGETS": json.dumps(sized(self.targets))}
         return sum(len(k) + len(str(v)) for k, v in env.items())
-
-    def _register(self, target: Target, owner: IConstruct) -> str:
-        """The model a rollout target serves.
-
-        The serving construct's own `model` when one encloses `owner`; otherwise the next
-        model of that target in configuration order, the order the stack composes them in.
-        """
-        for scope in reversed(owner.node.scopes):
-            model = getattr(scope, "model", None)
-            if isinstance(model, ModelBase) and model.target is target:
-                return model.name
-        pending = [m.name for m in self._config.models_on(target) if m.name not in self.targets]
-        if not pending:
-            raise ValueError(f"more {target.value} rollout targets than {target.value} models")
-        return pending[0]
 
     def _suppress(self, rule: str, reason: str, applies_to: list[str | RegexAppliesTo]) -> None:
         NagSuppressions.add_resource_suppressions(

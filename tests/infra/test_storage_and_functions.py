@@ -21,7 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Annotations, Capture, Match, Template
 from cdk_nag import AwsSolutionsChecks
 
-from infra.config import Environment, LambdaModel, Target
+from infra.config import Environment, Target
 from infra.constructs.drift import DriftCheck
 from infra.constructs.lambda_model import LambdaInference, inference_image
 from infra.constructs.model_store import ModelStore
@@ -71,7 +71,7 @@ CONFIG = Environment.model_validate(
         ],
     }
 )
-WINE, IRIS = (m for m in CONFIG.models if isinstance(m, LambdaModel))
+WINE, IRIS, RESNET, DENSE = CONFIG.models
 ENDPOINT_NAME = "inferstack-test-resnet"
 
 
@@ -104,13 +104,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
             store=store,
             image=inference_image(model.architecture),
         )
-        promoter.allow_lambda_rollout(functions[model.name].function, functions[model.name].alias)
+        promoter.allow_lambda_rollout(
+            model, functions[model.name].function, functions[model.name].alias
+        )
 
     # Stand-ins for the GPU constructs: only what the rollout methods take.
     sagemaker_role = iam.Role(
         stack, "SageMakerRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com")
     )
-    promoter.allow_sagemaker_rollout(ENDPOINT_NAME, sagemaker_role)
+    promoter.allow_sagemaker_rollout(RESNET, ENDPOINT_NAME, sagemaker_role)
     vpc = ec2.Vpc(
         stack,
         "Vpc",
@@ -133,7 +135,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         task_definition=task,
         assign_public_ip=True,
     )
-    promoter.allow_ecs_rollout(service)
+    promoter.allow_ecs_rollout(DENSE, service)
     for model in CONFIG.models:
         drift.add_model(model)
 
