@@ -41,6 +41,7 @@ from cdk_nag import NagSuppressions
 from constructs import Construct
 
 from infra.config import AuthMode, RemovalPolicy, Target
+from infra.constructs.common import log_retention
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,32 +85,6 @@ def model_routes(name: str, *, versions: bool = True) -> list[tuple[str, str]]:
     return routes
 
 
-def retention(days: int) -> logs.RetentionDays:
-    """The RetentionDays member for a number of days that config.py already validated."""
-    return _RETENTION[days]
-
-
-_RETENTION = {
-    1: logs.RetentionDays.ONE_DAY,
-    3: logs.RetentionDays.THREE_DAYS,
-    5: logs.RetentionDays.FIVE_DAYS,
-    7: logs.RetentionDays.ONE_WEEK,
-    14: logs.RetentionDays.TWO_WEEKS,
-    30: logs.RetentionDays.ONE_MONTH,
-    60: logs.RetentionDays.TWO_MONTHS,
-    90: logs.RetentionDays.THREE_MONTHS,
-    120: logs.RetentionDays.FOUR_MONTHS,
-    150: logs.RetentionDays.FIVE_MONTHS,
-    180: logs.RetentionDays.SIX_MONTHS,
-    365: logs.RetentionDays.ONE_YEAR,
-    400: logs.RetentionDays.THIRTEEN_MONTHS,
-    545: logs.RetentionDays.EIGHTEEN_MONTHS,
-    731: logs.RetentionDays.TWO_YEARS,
-    1827: logs.RetentionDays.FIVE_YEARS,
-    3653: logs.RetentionDays.TEN_YEARS,
-}
-
-
 class InferenceApi(Construct):
     """The REST API, its stage, access logs, auth and (with API keys) the usage plan."""
 
@@ -128,7 +103,7 @@ class InferenceApi(Construct):
         self.access_logs = logs.LogGroup(
             self,
             "AccessLogs",
-            retention=retention(config.log_retention_days),
+            retention=log_retention(config.log_retention_days),
             removal_policy=removal,
         )
         self.rest_api = apigateway.RestApi(

@@ -18,10 +18,10 @@ import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
-from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from infra.constructs.common import dead_letter_queue
 from infra.constructs.lambda_model import (
     METRICS_NAMESPACE,
     SERVICE_NAME,
@@ -62,22 +62,8 @@ class DriftCheck(Construct):
         )
         # Schedules that could not invoke the function, and invocations that failed after
         # their retries: a drift check that never ran shows up here.
-        self.dead_letter_queue = sqs.Queue(
-            self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=cdk.Duration.days(14),
-        )
-        NagSuppressions.add_resource_suppressions(
-            self.dead_letter_queue,
-            [
-                NagPackSuppression(
-                    id="AwsSolutions-SQS3",
-                    reason="This queue is itself the dead-letter queue of the drift schedules "
-                    "and of the drift function's asynchronous invocations.",
-                )
-            ],
+        self.dead_letter_queue = dead_letter_queue(
+            self, holds="the drift schedules and the drift function's asynchronous invocations"
         )
         self.function = lambda_.DockerImageFunction(
             self,

@@ -20,7 +20,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from infra.config import RemovalPolicy
-from infra.constructs.lambda_model import log_retention
+from infra.constructs.common import log_retention
 from infra.constructs.model_store import removal_policy
 from infra.constructs.sagemaker_model import (
     capture_prefix,

@@ -19,6 +19,7 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
+from infra.constructs.common import log_retention
 from infra.constructs.model_store import removal_policy
 
 if TYPE_CHECKING:
@@ -49,25 +50,6 @@ _ALWAYS_EXCLUDED = (
     "**/__pycache__",
     "**/*.py[cod]",
 )
-_RETENTION = {
-    1: logs.RetentionDays.ONE_DAY,
-    3: logs.RetentionDays.THREE_DAYS,
-    5: logs.RetentionDays.FIVE_DAYS,
-    7: logs.RetentionDays.ONE_WEEK,
-    14: logs.RetentionDays.TWO_WEEKS,
-    30: logs.RetentionDays.ONE_MONTH,
-    60: logs.RetentionDays.TWO_MONTHS,
-    90: logs.RetentionDays.THREE_MONTHS,
-    120: logs.RetentionDays.FOUR_MONTHS,
-    150: logs.RetentionDays.FIVE_MONTHS,
-    180: logs.RetentionDays.SIX_MONTHS,
-    365: logs.RetentionDays.ONE_YEAR,
-    400: logs.RetentionDays.THIRTEEN_MONTHS,
-    545: logs.RetentionDays.EIGHTEEN_MONTHS,
-    731: logs.RetentionDays.TWO_YEARS,
-    1827: logs.RetentionDays.FIVE_YEARS,
-    3653: logs.RetentionDays.TEN_YEARS,
-}
 _XRAY_REASON = (
     "X-Ray tracing: xray:PutTraceSegments and xray:PutTelemetryRecords do not support "
     "resource-level permissions."
@@ -76,10 +58,6 @@ _XRAY_REASON = (
 
 def lambda_architecture(architecture: str) -> lambda_.Architecture:
     return _ARCHITECTURES[architecture][0]
-
-
-def log_retention(days: int) -> logs.RetentionDays:
-    return _RETENTION[days]
 
 
 @cache

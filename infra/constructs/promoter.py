@@ -17,11 +17,11 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct, IValidation
 
 from infra.config import ModelBase, Target
+from infra.constructs.common import dead_letter_queue
 from infra.constructs.lambda_model import (
     METRICS_NAMESPACE,
     SERVICE_NAME,
@@ -102,22 +102,8 @@ class ModelPromoter(Construct):
 
         # Events the rule could not deliver and invocations that failed after their
         # retries both land here; a non-empty queue means an upload was never promoted.
-        self.dead_letter_queue = sqs.Queue(
-            self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=cdk.Duration.days(14),
-        )
-        NagSuppressions.add_resource_suppressions(
-            self.dead_letter_queue,
-            [
-                NagPackSuppression(
-                    id="AwsSolutions-SQS3",
-                    reason="This queue is itself the dead-letter queue of the promoter's "
-                    "EventBridge target and of its asynchronous invocations.",
-                )
-            ],
+        self.dead_letter_queue = dead_letter_queue(
+            self, holds="the promoter's EventBridge target and its asynchronous invocations"
         )
 
         log_group = function_log_group(self, "Logs", config=config)
