@@ -53,12 +53,6 @@ class UnsupportedMediaTypeError(InferStackError):
     status_code = 415
 
 
-class TooManyRequestsError(InferStackError):
-    """A host's admission control turned the request away (a full batching queue)."""
-
-    status_code = 429
-
-
 class ModelNotReadyError(InferStackError):
     """The model exists but is loading or failed to load."""
 

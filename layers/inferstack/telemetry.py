@@ -95,6 +95,7 @@ class PowertoolsTelemetry(Telemetry):
         tracing: bool | None = None,
     ) -> None:
         from aws_lambda_powertools import Logger, Metrics
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
         self.environment = environment or os.environ.get(ENV_ENVIRONMENT) or DEFAULT_ENVIRONMENT
         self.namespace = (
@@ -103,39 +104,38 @@ class PowertoolsTelemetry(Telemetry):
         self.logger = Logger(service=SERVICE)
         self.metrics: Metrics = Metrics(namespace=self.namespace, service=SERVICE)
         self.metrics.set_default_dimensions(environment=self.environment)
+        # Bound once: the per-request path should not go through the import machinery.
+        self._units = MetricUnit
+        self._single_metric = single_metric
         self._cold = True
         if tracing is None:
             tracing = os.environ.get(ENV_TRACING, "").lower() in ("1", "true", "yes")
         self.tracer: Tracer | None = _make_tracer() if tracing else None
 
     def record(self, record: RequestRecord) -> None:
-        from aws_lambda_powertools.metrics import MetricUnit
-
-        metrics = self.metrics
+        metrics, unit = self.metrics, self._units
         if record.model is not None:
             metrics.add_dimension("model", record.model)
             metrics.add_dimension("model_version", record.model_version or "unversioned")
-        metrics.add_metric("Requests", MetricUnit.Count, 1)
-        metrics.add_metric("Latency", MetricUnit.Milliseconds, record.total_ms)
+        metrics.add_metric("Requests", unit.Count, 1)
+        metrics.add_metric("Latency", unit.Milliseconds, record.total_ms)
         if record.model_ms is not None:
-            metrics.add_metric("ModelLatency", MetricUnit.Milliseconds, record.model_ms)
-        metrics.add_metric("RequestBytes", MetricUnit.Bytes, record.request_bytes)
-        metrics.add_metric("ResponseBytes", MetricUnit.Bytes, record.response_bytes)
+            metrics.add_metric("ModelLatency", unit.Milliseconds, record.model_ms)
+        metrics.add_metric("RequestBytes", unit.Bytes, record.request_bytes)
+        metrics.add_metric("ResponseBytes", unit.Bytes, record.response_bytes)
         if self._cold:
-            metrics.add_metric("ColdStart", MetricUnit.Count, 1)
+            metrics.add_metric("ColdStart", unit.Count, 1)
             self._cold = False
         metrics.flush_metrics()
         if record.status >= 400:
             self._record_error(record)
 
     def _record_error(self, record: RequestRecord) -> None:
-        from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
         error_class = ERROR_CLASSES.get(record.status, f"Status{record.status}")
         dimensions = {"environment": self.environment, "model": record.model or "none"}
-        with single_metric(
+        with self._single_metric(
             name="Errors",
-            unit=MetricUnit.Count,
+            unit=self._units.Count,
             value=1,
             namespace=self.namespace,
             default_dimensions=dimensions,

@@ -58,8 +58,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/models/{model}:predict", "predict_v1", "v1 predict (instances)", "v1"),
 )
 
-_STATIC = {(r.method, r.path): r for r in ROUTES if "{" not in r.path}
-_DYNAMIC = [r for r in ROUTES if "{" in r.path]
+_STATIC = {(r.method, r.path): r for r in ROUTES if r.regex is None}
+_DYNAMIC = [(r, r.regex) for r in ROUTES if r.regex is not None]
 
 
 def match_route(method: str, path: str) -> tuple[Route, dict[str, str]]:
@@ -68,15 +68,16 @@ def match_route(method: str, path: str) -> tuple[Route, dict[str, str]]:
     route = _STATIC.get((method, path))
     if route is not None:
         return route, {}
-    allowed = any(r.path == path for r in _STATIC.values())
-    for route in _DYNAMIC:
-        found = route.regex.match(path) if route.regex else None
+    allowed = False
+    for route, regex in _DYNAMIC:
+        found = regex.match(path)
         if found is None:
             continue
         if route.method == method:
             return route, {k: _unquote(v) for k, v in found.groupdict().items()}
         allowed = True
-    if allowed:
+    # Only a miss pays for telling 405 from 404.
+    if allowed or any(r.path == path for r in _STATIC.values()):
         raise MethodNotAllowedError(f"{method} is not allowed on {path}")
     raise RouteNotFoundError(f"no endpoint at {path}")
 
