@@ -180,6 +180,8 @@ class Environment(Strict):
     ] = 30
     removal_policy: RemovalPolicy = RemovalPolicy.DESTROY
     noncurrent_version_days: Annotated[int, Field(ge=1)] = 30
+    # NAT gateways of the ECS models' VPC (2 AZs): 2 survives an AZ outage, 1 costs half.
+    nat_gateways: Annotated[int, Field(ge=1, le=2)] = 1
     models: Annotated[list[Model], Field(min_length=1)]
 
     @model_validator(mode="after")

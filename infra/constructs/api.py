@@ -40,8 +40,8 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagSuppressions
 from constructs import Construct
 
-from infra.config import AuthMode, RemovalPolicy, Target
-from infra.constructs.common import log_retention
+from infra.config import AuthMode, Target
+from infra.constructs.common import log_retention, removal_policy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,11 +94,7 @@ class InferenceApi(Construct):
         lambda_models = config.models_on(Target.LAMBDA)
         self._server_model = (lambda_models or config.models)[0].name
         api_key = config.api.auth is AuthMode.API_KEY
-        removal = (
-            cdk.RemovalPolicy.RETAIN
-            if config.removal_policy is RemovalPolicy.RETAIN
-            else cdk.RemovalPolicy.DESTROY
-        )
+        removal = removal_policy(config)
 
         self.access_logs = logs.LogGroup(
             self,

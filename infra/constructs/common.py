@@ -9,8 +9,12 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagPackSuppression, NagSuppressions
 
+from infra.config import RemovalPolicy
+
 if TYPE_CHECKING:
     from constructs import Construct
+
+    from infra.config import Environment
 
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
@@ -31,6 +35,17 @@ _RETENTION = {
     1827: logs.RetentionDays.FIVE_YEARS,
     3653: logs.RetentionDays.TEN_YEARS,
 }
+
+
+_REMOVAL = {
+    RemovalPolicy.DESTROY: cdk.RemovalPolicy.DESTROY,
+    RemovalPolicy.RETAIN: cdk.RemovalPolicy.RETAIN,
+}
+
+
+def removal_policy(config: Environment) -> cdk.RemovalPolicy:
+    """The CDK removal policy for the environment's stateful resources."""
+    return _REMOVAL[config.removal_policy]
 
 
 def log_retention(days: int) -> logs.RetentionDays:

@@ -19,9 +19,7 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from infra.config import RemovalPolicy
-from infra.constructs.common import log_retention
-from infra.constructs.model_store import removal_policy
+from infra.constructs.common import log_retention, removal_policy
 from infra.constructs.sagemaker_model import (
     capture_prefix,
     gpu_container_environment,
@@ -52,8 +50,6 @@ class GpuNetwork(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: Environment) -> None:
         super().__init__(scope, construct_id)
-        # One NAT gateway per AZ where availability matters; one shared NAT elsewhere (cost).
-        highly_available = config.name == "prod" or config.removal_policy is RemovalPolicy.RETAIN
         flow_log_group = logs.LogGroup(
             self,
             "FlowLogs",
@@ -65,7 +61,7 @@ class GpuNetwork(Construct):
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR),
             max_azs=2,
-            nat_gateways=2 if highly_available else 1,
+            nat_gateways=config.nat_gateways,
             subnet_configuration=[
                 ec2.SubnetConfiguration(
                     name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24

@@ -19,8 +19,7 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
-from infra.constructs.common import log_retention
-from infra.constructs.model_store import removal_policy
+from infra.constructs.common import log_retention, removal_policy
 
 if TYPE_CHECKING:
     from infra.config import Environment, LambdaModel
@@ -170,7 +169,6 @@ class LambdaInference(Construct):
         image: lambda_.DockerImageCode,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.model = model
         log_group = function_log_group(self, "Logs", config=config)
         role = execution_role(
             self,

@@ -18,6 +18,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from infra.config import RemovalPolicy
+from infra.constructs.common import removal_policy
 
 if TYPE_CHECKING:
     from infra.config import Environment, ModelBase
@@ -33,15 +34,6 @@ _READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 _WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
 # Multipart uploads left behind by an interrupted `inferstack push` cost storage forever.
 _ABORT_MULTIPART_AFTER = cdk.Duration.days(7)
-_REMOVAL = {
-    RemovalPolicy.DESTROY: cdk.RemovalPolicy.DESTROY,
-    RemovalPolicy.RETAIN: cdk.RemovalPolicy.RETAIN,
-}
-
-
-def removal_policy(config: Environment) -> cdk.RemovalPolicy:
-    """The CDK removal policy for the environment's stateful resources."""
-    return _REMOVAL[config.removal_policy]
 
 
 class ModelStore(Construct):

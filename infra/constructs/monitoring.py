@@ -23,8 +23,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from infra.config import RemovalPolicy
 from infra.constructs.api import rest_api_name
+from infra.constructs.common import removal_policy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -49,11 +49,7 @@ class Monitoring(Construct):
         super().__init__(scope, construct_id)
         self.config = config
         self.alarms: list[cloudwatch.Alarm] = []
-        removal = (
-            cdk.RemovalPolicy.RETAIN
-            if config.removal_policy is RemovalPolicy.RETAIN
-            else cdk.RemovalPolicy.DESTROY
-        )
+        removal = removal_policy(config)
         self.key = kms.Key(
             self,
             "TopicKey",
