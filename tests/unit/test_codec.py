@@ -355,3 +355,86 @@ def test_raw_request_with_the_wrong_byte_count_is_refused() -> None:
         decode_raw_request(b"\x00" * 7, spec)
     with pytest.raises(BadRequestError, match="cannot give input"):
         decode_raw_request(b"\x00" * 4 * 14, spec)
+
+
+# --------------------------------------------------------------------------- scalars (shape [])
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize("datatype", DATATYPES)
+def test_scalar_outputs_keep_shape_empty(datatype: str, binary: bool) -> None:
+    array = sample(datatype, (1,)).reshape(())
+    response = InferResponse(
+        "m", None, "r", [InferOutput("y", datatype, served_view(datatype, array), binary)]
+    )
+    body, header_length = encode_response(response)
+
+    header = json.loads(body[:header_length] if binary else body)
+    assert header["outputs"][0]["shape"] == []
+    got = triton.InferenceServerClient.parse_response_body(
+        body, header_length=header_length
+    ).as_numpy("y")
+    assert got.shape == ()
+
+
+REQUEST_SCALARS = [(t, b) for t in DATATYPES for b in (False, True) if (t, b) != ("BF16", False)]
+
+
+@pytest.mark.parametrize(("datatype", "binary"), REQUEST_SCALARS)
+def test_scalar_inputs_decode_with_shape_empty(datatype: str, binary: bool) -> None:
+    array = sample(datatype, (1,)).reshape(())
+    body, header_length = client_body({"x": (datatype, array)}, binary=binary)
+
+    (tensor,) = decode_request(body, header_length if binary else None).inputs
+
+    assert tensor.shape == () and tensor.data.shape == ()
+    np.testing.assert_array_equal(tensor.data, served_view(datatype, array))
+
+
+def test_scalar_bf16_from_json_stays_a_scalar() -> None:
+    body = b'{"inputs": [{"name": "x", "shape": [], "datatype": "BF16", "data": 1.5}]}'
+    (tensor,) = decode_request(body).inputs
+    assert tensor.data.shape == ()
+    assert bf16_to_float(tensor.data).shape == ()
+    assert float(bf16_to_float(tensor.data)) == 1.5
+
+
+@pytest.mark.parametrize(
+    ("spec", "body"),
+    [
+        (TensorSpec("x", "FP32", ()), np.array(2.5, dtype="<f4").tobytes()),
+        (TensorSpec("x", "BYTES", ()), struct.pack("<I", 3) + b"abc"),
+    ],
+    ids=["FP32", "BYTES"],
+)
+def test_raw_request_for_a_scalar_input(spec: TensorSpec, body: bytes) -> None:
+    (tensor,) = decode_raw_request(body, spec).inputs
+    assert tensor.shape == () and tensor.data.shape == ()
+
+
+def test_raw_request_for_a_scalar_input_refuses_two_values() -> None:
+    with pytest.raises(BadRequestError, match="needs 1"):
+        decode_raw_request(np.zeros(2, dtype="<f4").tobytes(), TensorSpec("x", "FP32", ()))
+
+
+# --------------------------------------------------------------------------- deep nesting
+
+
+@pytest.mark.parametrize("depth", [1025, 3000, 100_000])
+def test_json_nested_past_the_parser_limit_is_a_bad_request(depth: int) -> None:
+    # orjson stops at 1024 levels; the standard library's fallback would overflow the stack.
+    body = b'{"inputs": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(BadRequestError, match="not valid JSON: depth limit exceeded"):
+        decode_request(body)
+
+
+@pytest.mark.parametrize("datatype", ["BYTES", "FP32", "INT64", "BOOL"])
+def test_deeply_nested_tensor_data_is_a_bad_request(datatype: str) -> None:
+    # 1000 levels parse (orjson allows 1024) but no tensor has that many dimensions.
+    value = '"a"' if datatype == "BYTES" else "1"
+    data = "[" * 1000 + value + "]" * 1000
+    body = (
+        f'{{"inputs": [{{"name": "x", "shape": [2], "datatype": "{datatype}", "data": {data}}}]}}'
+    )
+    with pytest.raises(BadRequestError):
+        decode_request(body.encode())

@@ -23,9 +23,23 @@ if TYPE_CHECKING:
 
     import onnxruntime as ort
 
+    from inferstack.protocol.types import InferInput
+
 logger = logging.getLogger(__name__)
 
-_ABSOLUTE_PATH = re.compile(r'"?/[^\s"]+"?')
+_ABSOLUTE_PATH = re.compile(r'"?(?<![\w.)])/[^\s"]+"?')
+# ONNX Runtime's run failures read "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned
+# while running Add node. Name:'add' Status Message: /onnxruntime_src/...h:583 void f(ptrdiff_t)
+# axis == 1 was false. <reason>": keep the node and the reason, drop codes and C++ internals.
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_ORT_NODE = re.compile(
+    r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' (?:Status Message: )?"
+)
+_ORT_SOURCE = re.compile(r"/\S+:\d+ .*?\)(?: const)? (?:[^.]*? was false\. )?")
+# ONNX Runtime's status classes for a run that failed on the values it was given (a shape or
+# broadcast mismatch is a generic Fail, an index out of range an InvalidArgument); its other
+# classes (RuntimeException, EngineError, NotImplemented, EPFail...) are faults of the server.
+_VALUE_FAILURES = frozenset({"Fail", "InvalidArgument"})
 
 
 class OnnxModel(Model):
@@ -50,6 +64,10 @@ class OnnxModel(Model):
         self._session: ort.InferenceSession | None = None
         self._bf16 = False
         self._strings: list[str] = []
+        self._shared_dims: dict[str, list[tuple[str, int]]] = {}
+        # Set by the first successful run: from then on a run that fails on its inputs'
+        # values fails where another request did not, so the failure is the client's.
+        self._has_run = False
 
     def load(self) -> None:
         import onnxruntime as ort
@@ -64,10 +82,11 @@ class OnnxModel(Model):
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own pybind types for bad files
-            reason = _without_paths(_first_line(exc), self.path)
+            reason = _reason(exc, self.path)
             raise ModelLoadError(f"ONNX Runtime could not load the model: {reason}") from exc
         self.inputs = [_spec(arg) for arg in session.get_inputs()]
         self.outputs = [_spec(arg) for arg in session.get_outputs()]
+        self._shared_dims = _shared_dims(session.get_inputs())
         kinds = {spec.datatype for spec in (*self.inputs, *self.outputs)}
         self._bf16 = BF16 in kinds
         self._strings = [spec.name for spec in self.inputs if spec.datatype == BYTES]
@@ -76,10 +95,16 @@ class OnnxModel(Model):
             raise ModelLoadError("models that mix BF16 and string tensors are not supported")
         self._session = session
         if self.warmup:
-            self._warm_up()
+            self._warm_up(session)
 
     def concurrency(self) -> int:
         return max(2, available_cpus())
+
+    def validate(self, inputs: list[InferInput], output_names: list[str] | None) -> Tensors:
+        given = super().validate(inputs, output_names)
+        if self._shared_dims:
+            _check_shared_dims(self._shared_dims, given)
+        return given
 
     def predict(self, inputs: Tensors, output_names: list[str] | None = None) -> Tensors:
         session = self._session
@@ -89,11 +114,31 @@ class OnnxModel(Model):
         if self._strings:
             inputs = {**inputs, **{n: _as_text(inputs[n], n) for n in self._strings if n in inputs}}
         try:
-            if self._bf16:
-                return dict(zip(names, self._run_bf16(session, names, inputs), strict=True))
-            return dict(zip(names, session.run(names, inputs), strict=True))
+            return self._run(session, names, inputs)
         except Exception as exc:
-            raise _runtime_error(self.name, exc) from exc
+            raise self._runtime_error(exc) from exc
+
+    def _run(self, session: ort.InferenceSession, names: list[str], inputs: Tensors) -> Tensors:
+        if self._bf16:
+            results = self._run_bf16(session, names, inputs)
+        else:
+            results = session.run(names, inputs)
+        self._has_run = True
+        return dict(zip(names, results, strict=True))
+
+    def _runtime_error(self, exc: Exception) -> Exception:
+        """A failed run: the client's (400) when it hangs on the values sent, else the server's.
+
+        ONNX Runtime reports a mismatch of the request's shapes or values with the generic
+        Fail status, as it does a model that cannot run at all: only a model that has run
+        before tells the two apart.
+        """
+        if self._has_run and type(exc).__name__ in _VALUE_FAILURES:
+            logger.info("model %s failed on a request's input: %s", self.name, exc)
+            reason = _reason(exc)
+            return BadRequestError(f"model '{self.name}' cannot run on this input: {reason}")
+        logger.error("inference failed in model %s", self.name, exc_info=exc)
+        return InferenceError(f"model '{self.name}' failed during inference")
 
     def _run_bf16(
         self, session: ort.InferenceSession, names: list[str], inputs: Tensors
@@ -115,7 +160,7 @@ class OnnxModel(Model):
         configured = self.threads or int(os.environ.get(ENV_INTRA_OP_THREADS) or 0)
         return configured or available_cpus()
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, session: ort.InferenceSession) -> None:
         """One run on zeros so the first real request does not pay for lazy init."""
         feed: Tensors = {}
         for spec in self.inputs:
@@ -125,10 +170,10 @@ class OnnxModel(Model):
             else:
                 feed[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
         try:
-            self.predict(feed)
+            self._run(session, [spec.name for spec in self.outputs], feed)
         except Exception as exc:
             # Dimension guesses can be wrong for a valid model: serve it, but say so.
-            logger.warning("warm-up of model %s skipped: %s", self.name, _first_line(exc))
+            logger.warning("warm-up of model %s skipped: %s", self.name, _reason(exc))
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -137,6 +182,33 @@ def _spec(arg: Any) -> TensorSpec:
         raise ModelLoadError(f"tensor '{arg.name}' has type {arg.type}, which is not served")
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
     return TensorSpec(arg.name, datatype, shape)
+
+
+def _shared_dims(args: list[Any]) -> dict[str, list[tuple[str, int]]]:
+    """Named dimensions that occur more than once among the inputs: name -> (input, axis).
+
+    In ONNX a dimension variable stands for one value across the whole graph
+    (https://onnx.ai/onnx/repo-docs/IR.html#static-tensor-shapes); ONNX Runtime does not
+    check it up front and fails mid-graph instead.
+    """
+    places: dict[str, list[tuple[str, int]]] = {}
+    for arg in args:
+        for axis, dim in enumerate(arg.shape or ()):
+            if isinstance(dim, str) and dim:
+                places.setdefault(dim, []).append((arg.name, axis))
+    return {name: where for name, where in places.items() if len(where) > 1}
+
+
+def _check_shared_dims(shared: dict[str, list[tuple[str, int]]], given: Tensors) -> None:
+    for dim, places in shared.items():
+        sizes = [(name, axis, given[name].shape[axis]) for name, axis in places]
+        first_name, first_axis, first = sizes[0]
+        for name, axis, size in sizes[1:]:
+            if size != first:
+                raise BadRequestError(
+                    f"dimension '{dim}' must have one size: input '{first_name}' has {first} "
+                    f"at axis {first_axis}, input '{name}' has {size} at axis {axis}"
+                )
 
 
 def _as_text(array: np.ndarray, name: str) -> np.ndarray:
@@ -156,22 +228,21 @@ def _ortvalue_to_numpy(value: Any) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint16).reshape(shape).copy()
 
 
-def _runtime_error(model: str, exc: Exception) -> Exception:
-    # ORT's InvalidArgument means the input was wrong for this graph: a client error.
-    if type(exc).__name__ in ("InvalidArgument", "InvalidGraph"):
-        return BadRequestError(f"model '{model}' rejected the input: {_first_line(exc)}")
-    logger.error("inference failed in model %s", model, exc_info=exc)
-    return InferenceError(f"model '{model}' failed during inference")
+def _reason(exc: BaseException, model_file: Path | None = None) -> str:
+    """ONNX Runtime's reason, fit for a client: the node and the reason, without status codes,
+    C++ internals or any file path (the model's own file is named "the model file")."""
+    text = _one_line(exc)
+    if model_file is not None:
+        text = text.replace(str(model_file), "the model file")
+        text = text.replace(str(model_file.parent) + os.sep, "")
+    text = _ORT_PREFIX.sub("", text)
+    text = _ORT_NODE.sub(lambda m: f"{m[1]} node '{m[2]}': " if m[2] else f"{m[1]} node: ", text)
+    text = _ORT_SOURCE.sub("", text)
+    other = "a file next to the model" if model_file is not None else "a file"
+    return _ABSOLUTE_PATH.sub(other, text).strip()
 
 
-def _without_paths(reason: str, model_file: Path) -> str:
-    """Clients see load failures: keep ONNX Runtime's reason, drop every file path in it."""
-    reason = reason.replace(str(model_file), "the model file")
-    reason = reason.replace(str(model_file.parent) + os.sep, "")
-    return _ABSOLUTE_PATH.sub("a file next to the model", reason)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # ORT prefixes messages with source paths of its own build; keep only the reason.
-    return text.rsplit(") ", 1)[-1] if "onnxruntime_src" in text else text
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (ONNX Runtime puts the expected shape on a line of its own)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__

@@ -40,6 +40,7 @@ from inferstack.protocol.types import (
 HEADER_LENGTH = "inference-header-content-length"
 _LENGTH = struct.Struct("<I")
 _INT_KINDS = "iu"
+_END = object()
 
 
 # --------------------------------------------------------------------------- decode
@@ -127,7 +128,9 @@ def parse_json(raw: bytes | memoryview) -> Any:
     # input is the model's business. Only failed parses pay for this second try.
     try:
         return json.loads(bytes(raw))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting past orjson's depth limit (1024) also exhausts the
+        # standard library's parser; orjson's message says so ("depth limit exceeded").
         raise BadRequestError(f"request body is not valid JSON: {error}") from None
 
 
@@ -286,18 +289,19 @@ def _bytes_elements(chunk: memoryview, count: int | None, what: str) -> np.ndarr
 
 
 def _strings_to_bytes(data: Any, what: str) -> np.ndarray:
+    # Walked with a stack, not recursion: JSON may nest up to 1024 levels.
     flat: list[bytes] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for child in node:
-                walk(child)
+    pending = [iter([data])]
+    while pending:
+        node = next(pending[-1], _END)
+        if node is _END:
+            pending.pop()
+        elif isinstance(node, list):
+            pending.append(iter(node))
         elif isinstance(node, str):
             flat.append(node.encode("utf-8"))
         else:
             raise BadRequestError(f"{what} is BYTES but its data holds a non-string")
-
-    walk(data)
     array = np.empty(len(flat), dtype=object)
     array[:] = flat
     return array
@@ -330,7 +334,8 @@ def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
     header_outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for output in response.outputs:
-        array = np.ascontiguousarray(output.data)
+        # Not np.ascontiguousarray: it turns a 0-d tensor (shape []) into shape [1].
+        array = np.asarray(output.data)
         entry: dict[str, Any] = {
             "name": output.name,
             "datatype": output.datatype,

@@ -77,9 +77,10 @@ def datatype_of(array: np.ndarray) -> str:
 
 def float_to_bf16(values: np.ndarray) -> np.ndarray:
     """Round float32 values to the nearest bfloat16 bit pattern (ties to even)."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    # Arithmetic on a 0-d array gives numpy scalars: np.asarray keeps shape [] an array.
+    bits = np.asarray(values, dtype=np.float32).view(np.uint32)
     rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
-    rounded = ((bits + rounding) >> 16).astype(np.uint16)
+    rounded = np.asarray((bits + rounding) >> 16).astype(np.uint16)
     # NaN must stay NaN: rounding could carry a NaN payload into infinity.
     nan = np.isnan(values)
     if nan.any():
@@ -89,4 +90,4 @@ def float_to_bf16(values: np.ndarray) -> np.ndarray:
 
 def bf16_to_float(bits: np.ndarray) -> np.ndarray:
     """Widen bfloat16 bit patterns (uint16) to float32, exactly."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(bits.astype(np.uint32) << 16).view(np.float32)

@@ -3,6 +3,7 @@ cannot infer them). Schemas follow the KServe v2 REST spec, required_api.md."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from inferstack.protocol.datatypes import DATATYPES
@@ -56,6 +57,91 @@ V1_REQUEST = {
 }
 V1_RESPONSE = {"type": "object", "properties": {"predictions": {"type": "array"}}}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+SERVER_METADATA = {
+    "type": "object",
+    "required": ["name", "version", "extensions"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "extensions": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_SIGNATURE = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string", "enum": sorted(DATATYPES)},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+        },
+    },
+}
+MODEL_METADATA = {
+    "type": "object",
+    "required": ["name", "platform", "inputs", "outputs"],
+    "properties": {
+        "name": {"type": "string"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": _SIGNATURE,
+        "outputs": _SIGNATURE,
+    },
+}
+REPOSITORY_INDEX = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["name", "state"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]},
+            "reason": {"type": "string"},
+        },
+    },
+}
+
+
+def _flag(name: str, *more: str) -> dict[str, Any]:
+    required = [name, *more]
+    properties: dict[str, Any] = {key: {"type": "string"} for key in more}
+    properties[name] = {"const": True}
+    return {"type": "object", "required": required, "properties": properties}
+
+
+# endpoint -> (description, schema) of its 200 answer
+_SUCCESS: dict[str, tuple[str, dict[str, Any]]] = {
+    "server_metadata": ("Server name, version and protocol extensions", SERVER_METADATA),
+    "live": ("The server is live", _flag("live")),
+    "ready": ("Every model is ready", _flag("ready")),
+    "repository_index": ("Every configured model and its state", REPOSITORY_INDEX),
+    "model_metadata": ("The model's signature (-1: a variable dimension)", MODEL_METADATA),
+    "model_ready": ("The model is ready", _flag("ready", "name")),
+    "infer": ("Inference result", INFER_RESPONSE),
+    "predict_v1": ("Predictions, one per instance", V1_RESPONSE),
+}
+OCTET_STREAM = "application/octet-stream"
+_BINARY_BODY = {"schema": {"type": "string", "format": "binary"}}
+
+_PATH_PARAMETER = re.compile(r"\{(\w+)\}")
+_PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "model": {
+        "name": "model",
+        "in": "path",
+        "required": True,
+        "description": "Name of a served model (URL-encoded)",
+        "schema": {"type": "string"},
+    },
+    "version": {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "description": "Version of the model, as its metadata lists it",
+        "schema": {"type": "string"},
+    },
+}
 
 _BINARY_NOTE = (
     "Binary tensor data extension: send application/octet-stream with an "
@@ -64,28 +150,33 @@ _BINARY_NOTE = (
 
 
 def operation(route: Route) -> dict[str, Any]:
-    """Request body and response descriptions for one route."""
-    errors = {
-        str(code): {"description": text, "content": {"application/json": {"schema": ERROR}}}
-        for code, text in _ERRORS.get(route.endpoint, ())
+    """Path parameters, request body and response descriptions for one route."""
+    described = _body_and_responses(route)
+    names = _PATH_PARAMETER.findall(route.path)
+    if names:
+        # The routes read the raw request, so FastAPI sees no parameters: declare them.
+        described["parameters"] = [_PATH_PARAMETERS[name] for name in names]
+    return described
+
+
+def _body_and_responses(route: Route) -> dict[str, Any]:
+    description, schema = _SUCCESS[route.endpoint]
+    success: dict[str, Any] = {"application/json": {"schema": schema}}
+    if route.endpoint == "infer":
+        success[OCTET_STREAM] = _BINARY_BODY
+    responses = {
+        "200": {"description": description, "content": success},
+        **{
+            str(code): {"description": text, "content": {"application/json": {"schema": ERROR}}}
+            for code, text in _ERRORS.get(route.endpoint, ())
+        },
     }
     if route.endpoint == "infer":
+        request = {"application/json": {"schema": INFER_REQUEST}, OCTET_STREAM: _BINARY_BODY}
         return {
             "description": _BINARY_NOTE,
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": INFER_REQUEST},
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "Inference result",
-                    "content": {"application/json": {"schema": INFER_RESPONSE}},
-                },
-                **errors,
-            },
+            "requestBody": {"required": True, "content": request},
+            "responses": responses,
         }
     if route.endpoint == "predict_v1":
         return {
@@ -93,15 +184,9 @@ def operation(route: Route) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": V1_REQUEST}},
             },
-            "responses": {
-                "200": {
-                    "description": "Predictions, one per instance",
-                    "content": {"application/json": {"schema": V1_RESPONSE}},
-                },
-                **errors,
-            },
+            "responses": responses,
         }
-    return {"responses": errors} if errors else {}
+    return {"responses": responses}
 
 
 _INFER_ERRORS = (

@@ -1,0 +1,97 @@
+"""Names the runtime reads and the CDK app sets, in one dependency-free module.
+
+Both sides import this (the runtime, and infra/ which configures it), so an environment
+variable, a metric or an S3 prefix cannot be renamed on one side only. Nothing here
+imports more than the standard library's `re`: it sits on the cold-start path.
+"""
+
+from __future__ import annotations
+
+import re
+
+# --------------------------------------------------------------------------- environment
+# What to serve (every host: Lambda, `inferstack serve`, the SageMaker/ECS container).
+ENV_MODEL_NAME = "INFERSTACK_MODEL_NAME"
+ENV_MODEL_URI = "INFERSTACK_MODEL_URI"
+ENV_MODEL_VERSION = "INFERSTACK_MODEL_VERSION"
+
+# Where and how.
+ENV_ENVIRONMENT = "INFERSTACK_ENV"
+ENV_CACHE_DIR = "INFERSTACK_CACHE_DIR"
+ENV_MAX_REQUEST_BYTES = "INFERSTACK_MAX_REQUEST_BYTES"
+ENV_BASE_PATH = "INFERSTACK_BASE_PATH"
+ENV_INTRA_OP_THREADS = "INFERSTACK_INTRA_OP_THREADS"
+ENV_METRICS = "INFERSTACK_METRICS"
+ENV_TRACING = "INFERSTACK_TRACING"
+ENV_HOST = "INFERSTACK_HOST"
+ENV_PORT = "INFERSTACK_PORT"
+ENV_ACCESS_LOG = "INFERSTACK_ACCESS_LOG"
+# Dynamic batching of the GPU container (models/ batcher).
+ENV_MAX_BATCH_SIZE = "INFERSTACK_MAX_BATCH_SIZE"
+ENV_MAX_QUEUE_DELAY_US = "INFERSTACK_MAX_QUEUE_DELAY_US"
+
+# Powertools reads these itself; the CDK app sets them on every function and container.
+ENV_POWERTOOLS_SERVICE = "POWERTOOLS_SERVICE_NAME"
+ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+ENV_POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+
+# The promoter's and drift check's own settings (set by the CDK app).
+ENV_MODEL_BUCKET = "MODEL_BUCKET"
+ENV_TARGETS = "INFERSTACK_TARGETS"
+
+# Set by the platforms, never by us.
+ENV_LAMBDA_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+ENV_LAMBDA_FUNCTION_NAME = "AWS_LAMBDA_FUNCTION_NAME"
+ENV_SAGEMAKER_PORT = "SAGEMAKER_BIND_TO_PORT"
+
+# --------------------------------------------------------------------------- metrics
+SERVICE_NAME = "inferstack"
+METRICS_NAMESPACE = "InferStack"
+
+DIM_SERVICE = "service"  # Powertools adds it to every metric it emits with a service set
+DIM_ENVIRONMENT = "environment"
+DIM_MODEL = "model"
+DIM_MODEL_VERSION = "model_version"
+DIM_ERROR_CLASS = "ErrorClass"
+
+METRIC_REQUESTS = "Requests"
+METRIC_LATENCY = "Latency"
+METRIC_MODEL_LATENCY = "ModelLatency"
+METRIC_REQUEST_BYTES = "RequestBytes"
+METRIC_RESPONSE_BYTES = "ResponseBytes"
+METRIC_COLD_START = "ColdStart"
+METRIC_ERRORS = "Errors"
+METRIC_DRIFT_SCORE = "DriftScore"
+METRIC_PROMOTION_FAILURES = "PromotionFailures"
+METRIC_GPU_UTILIZATION = "GPUUtilization"
+
+# --------------------------------------------------------------------------- S3 layout
+UPLOADS_PREFIX = "uploads/"
+MODELS_PREFIX = "models/"
+RELEASES_PREFIX = "releases/"
+CAPTURE_PREFIX = "capture/"
+BASELINES_PREFIX = "baselines/"
+REPORTS_PREFIX = "drift-reports/"
+
+# --------------------------------------------------------------------------- model names
+# One rule everywhere (CLI, Lambda, CDK configuration): a name is one URL path segment
+# that needs no quoting, and maps onto every AWS name derived from it (see aws_name).
+MODEL_NAME_MAX = 48
+MODEL_NAME_RULE = (
+    f"1 to {MODEL_NAME_MAX} characters: letters, digits, '_', '-' and '.', "
+    "starting and ending with a letter or digit"
+)
+_MODEL_NAME = re.compile(rf"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{{0,{MODEL_NAME_MAX - 2}}}[A-Za-z0-9])?$")
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid model name, or None when it is."""
+    if _MODEL_NAME.fullmatch(name):
+        return None
+    return f"model name {name!r} is not valid: {MODEL_NAME_RULE}"
+
+
+def aws_name(name: str) -> str:
+    """A model name as AWS resources that allow only lower-case letters, digits and '-'
+    spell it (SageMaker endpoint and model names, for one): '_' and '.' become '-'."""
+    return re.sub(r"[_.]", "-", name).lower()
