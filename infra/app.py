@@ -1,4 +1,10 @@
-"""The CDK app: `cdk deploy -c env=prod` (or `make deploy ENV=prod`) deploys one environment."""
+"""The CDK app: `cdk deploy -c env=prod` (or `make deploy ENV=prod`) deploys one environment.
+
+The app applies cdk-nag's AwsSolutions rules itself, so every `cdk synth` (and `make synth`)
+prints their findings, and the CDK CLI fails synthesis on an unsuppressed error: errors are
+error annotations in the cloud assembly, which the CLI reports and exits non-zero on unless
+given --ignore-errors (CDK CLI reference, "cdk synth": https://docs.aws.amazon.com/cdk/v2/guide/ref-cli-cmd-synth.html).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import sys
 from pathlib import Path
 
 import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
 
 from infra.config import ConfigError, Environment, load_environment
 from infra.stack import InferStackStack
@@ -26,7 +33,17 @@ def build_app(env_name: str | None = None, *, outdir: str | None = None) -> cdk.
     name = env_name or app.node.try_get_context("env") or "dev"
     config = load_environment(str(name))
     add_stack(app, config)
+    apply_checks(app)
     return app
+
+
+def apply_checks(app: cdk.App) -> None:
+    """cdk-nag's AwsSolutions rules on every stack of `app`, each finding with its reason.
+
+    A finding is an error annotation unless the construct that owns the resource suppresses
+    it with a written reason (NagSuppressions), so an unsuppressed one fails `cdk synth`.
+    """
+    cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
 
 
 def add_stack(app: cdk.App, config: Environment) -> InferStackStack:

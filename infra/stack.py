@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aws_cdk as cdk
+from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
 
 from infra.config import EcsModel, LambdaModel, SageMakerModel, Target
@@ -21,6 +22,17 @@ if TYPE_CHECKING:
     from constructs import Construct
 
     from infra.config import Environment
+
+
+_T = TypeVar("_T")
+
+
+def _child(parent: Construct, construct_id: str, kind: type[_T]) -> _T:
+    """A construct's child resource, e.g. the CfnModel inside a SageMakerEndpoint."""
+    child = parent.node.find_child(construct_id)
+    if not isinstance(child, kind):
+        raise TypeError(f"{parent.node.path}/{construct_id} is not a {kind.__name__}")
+    return child
 
 
 class InferStackStack(cdk.Stack):
@@ -62,7 +74,15 @@ class InferStackStack(cdk.Stack):
                     self, f"SageMaker-{model.name}", config=config, model=model, store=store
                 )
                 api.add_sagemaker_model(model, endpoint.endpoint_name)
-                promoter.allow_sagemaker_rollout(model, endpoint.endpoint_name, endpoint.role)
+                promoter.allow_sagemaker_rollout(
+                    model,
+                    endpoint.endpoint_name,
+                    endpoint.role,
+                    live_model=_child(endpoint, "Model", sagemaker.CfnModel),
+                    live_endpoint_config=_child(
+                        endpoint, "EndpointConfig", sagemaker.CfnEndpointConfig
+                    ),
+                )
                 monitoring.add_sagemaker_model(model, endpoint.endpoint_name, endpoint.variant_name)
             elif isinstance(model, EcsModel):
                 assert network is not None

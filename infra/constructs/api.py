@@ -360,24 +360,105 @@ class InferenceApi(Construct):
 
 
 _CONTENT_TYPE = {"method.response.header.Content-Type": "integration.response.header.Content-Type"}
-_SAGEMAKER_RESPONSES = [
-    apigateway.IntegrationResponse(status_code="200", response_parameters=_CONTENT_TYPE)
-] + [
-    # InvokeEndpoint answers 424 ModelError when the container returns non-2xx (the original
-    # status and message are in the body), 400 for invalid calls, 429 when throttled, 5xx for
-    # endpoint failures. Patterns do not overlap: API Gateway's choice among several is unspecified.
-    apigateway.IntegrationResponse(
+_JSON_TYPE = {"method.response.header.Content-Type": "'application/json'"}
+
+# InvokeEndpoint's errors (botocore's sagemaker-runtime model; PROTOCOLS.md section 2) as a
+# client of the Open Inference Protocol must see them. Mapping templates override the status
+# (API Gateway docs, "Override your API's request and response parameters and status codes":
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-override-request-response-parameters.html;
+# template reference: https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-mapping-template-reference.html).
+# The API's binary media type "*/*" makes every integration response binary, and
+# CONVERT_TO_TEXT hands a template the body base64-encoded ("Content type conversions in API
+# Gateway": https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-payload-encodings-workflow.html),
+# so each template decodes it unless it already reads as JSON.
+_DECODE_BODY = """#set($raw = $input.body)
+#if(!$raw.startsWith('{'))#set($raw = $util.base64Decode($raw))#end
+#if($raw.length() == 0)#set($raw = '{}')#end
+#set($err = $util.parseJson($raw))
+"""
+# 424 ModelError: the container answered non-2xx. Its status is OriginalStatusCode, its body
+# (the runtime's {"error": ...}) OriginalMessage. Message and LogStreamArn name the account and
+# log group: never sent. No status (a container that timed out or died reports 0) is a 502.
+MODEL_ERROR_TEMPLATE = (
+    _DECODE_BODY
+    + """#set($status = "$!err.OriginalStatusCode")
+#set($message = "$!err.OriginalMessage")
+#if($status.matches('[45][0-9][0-9]'))
+#set($context.responseOverride.status = $err.OriginalStatusCode)
+#if($message.startsWith('{'))$message#else{"error": "the model failed with status $status"}#end
+#else
+#set($context.responseOverride.status = 502)
+{"error": "the model did not answer"}
+#end"""
+)
+# 400 is ValidationError (an invalid InvokeEndpoint call, e.g. a body over SageMaker's 6 MB)
+# and also ThrottlingException, a common error answered with 400 (SageMaker API Reference,
+# "Common Errors": https://docs.aws.amazon.com/sagemaker/latest/APIReference/CommonErrors.html).
+# Throttling reaches clients as 429, the status they retry on; the error type is in the body's
+# __type (or code) and "Rate exceeded" message of AWS's JSON errors.
+VALIDATION_OR_THROTTLING_TEMPLATE = (
+    _DECODE_BODY
+    + """#set($type = "$!err.get('__type') $!err.get('code')")
+#set($kind = "$type $!err.get('message') $!err.get('Message')")
+#if($kind.contains('Throttling') || $kind.contains('Rate exceeded'))
+#set($context.responseOverride.status = 429)
+{"error": "the model endpoint is throttling requests: retry with backoff"}
+#else
+{"error": "the model endpoint rejected the request (is the body over 6 MB?)"}
+#end"""
+)
+
+
+def _error_response(status: str, pattern: str, template: str) -> apigateway.IntegrationResponse:
+    return apigateway.IntegrationResponse(
         status_code=status,
         selection_pattern=pattern,
-        response_parameters=_CONTENT_TYPE,
+        content_handling=apigateway.ContentHandling.CONVERT_TO_TEXT,
+        response_templates={"application/json": template},
+        response_parameters=_JSON_TYPE,
     )
-    for status, pattern in (("400", r"4([013-9]\d|2[0-8])"), ("429", "429"), ("502", r"5\d{2}"))
+
+
+def _static(message: str) -> str:
+    return json.dumps({"error": message})
+
+
+# Selection patterns match InvokeEndpoint's status code; none overlap (API Gateway's choice
+# among several matching patterns is unspecified).
+_SAGEMAKER_RESPONSES = [
+    apigateway.IntegrationResponse(status_code="200", response_parameters=_CONTENT_TYPE),
+    _error_response("502", "424", MODEL_ERROR_TEMPLATE),
+    _error_response("400", "400", VALIDATION_OR_THROTTLING_TEMPLATE),
+    # ModelNotReadyException (serverless and multi-model endpoints).
+    _error_response("429", "429", _static("the model is not ready: retry with backoff")),
+    # 401/403/404...: the integration's role or endpoint is wrong, not the client's request.
+    _error_response(
+        "502", r"4(0[1-9]|1\d|2[0-35-8]|[3-9]\d)", _static("the model endpoint call failed")
+    ),
+    _error_response("503", "503", _static("the model endpoint is unavailable: retry")),
+    _error_response("502", r"5(0[0-24-9]|[1-9]\d)", _static("the model endpoint failed")),
 ]
+# Every status a client can see, overrides included (the container's own error statuses).
+SAGEMAKER_STATUSES = (
+    "200",
+    "400",
+    "404",
+    "405",
+    "413",
+    "415",
+    "422",
+    "429",
+    "500",
+    "501",
+    "502",
+    "503",
+    "504",
+)
 _SAGEMAKER_METHOD_RESPONSES = [
     apigateway.MethodResponse(
         status_code=status, response_parameters={"method.response.header.Content-Type": True}
     )
-    for status in ("200", "400", "429", "502")
+    for status in SAGEMAKER_STATUSES
 ]
 
 

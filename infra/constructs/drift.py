@@ -21,10 +21,16 @@ from aws_cdk import aws_scheduler as scheduler
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from infra.constructs.common import dead_letter_queue
-from infra.constructs.lambda_model import (
+from inferstack.names import (
+    ENV_ENVIRONMENT,
+    ENV_METRICS_NAMESPACE,
+    ENV_MODEL_BUCKET,
+    ENV_POWERTOOLS_SERVICE,
     METRICS_NAMESPACE,
     SERVICE_NAME,
+)
+from infra.constructs.common import dead_letter_queue
+from infra.constructs.lambda_model import (
     execution_role,
     function_image,
     function_log_group,
@@ -74,10 +80,10 @@ class DriftCheck(Construct):
             memory_size=MEMORY_MB,
             timeout=TIMEOUT,
             environment={
-                "INFERSTACK_ENV": config.name,
-                "MODEL_BUCKET": store.bucket.bucket_name,
-                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                ENV_ENVIRONMENT: config.name,
+                ENV_MODEL_BUCKET: store.bucket.bucket_name,
+                ENV_POWERTOOLS_SERVICE: SERVICE_NAME,
+                ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
             },
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,

@@ -17,18 +17,32 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+# The bucket layout is shared with the runtime (inferstack.names); re-exported here for the
+# constructs that grant access to it.
+from inferstack.names import (
+    BASELINES_PREFIX,
+    CAPTURE_PREFIX,
+    MODELS_PREFIX,
+    RELEASES_PREFIX,
+    REPORTS_PREFIX,
+    UPLOADS_PREFIX,
+)
 from infra.config import RemovalPolicy
 from infra.constructs.common import removal_policy
 
 if TYPE_CHECKING:
     from infra.config import Environment, ModelBase
 
-UPLOADS_PREFIX = "uploads/"
-MODELS_PREFIX = "models/"
-RELEASES_PREFIX = "releases/"
-CAPTURE_PREFIX = "capture/"
-BASELINES_PREFIX = "baselines/"
-REPORTS_PREFIX = "drift-reports/"
+__all__ = [
+    "BASELINES_PREFIX",
+    "CAPTURE_PREFIX",
+    "MODELS_PREFIX",
+    "RELEASES_PREFIX",
+    "REPORTS_PREFIX",
+    "UPLOADS_PREFIX",
+    "ModelStore",
+]
+
 
 _READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 _WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")

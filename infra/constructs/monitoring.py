@@ -23,6 +23,26 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from inferstack.names import (
+    DIM_ENVIRONMENT,
+    DIM_ERROR_CLASS,
+    DIM_MODEL,
+    DIM_MODEL_VERSION,
+    DIM_SERVICE,
+    METRIC_COLD_START,
+    METRIC_DRIFT_SCORE,
+    METRIC_ERRORS,
+    METRIC_GPU_UTILIZATION,
+    METRIC_LATENCY,
+    METRIC_MODEL_LATENCY,
+    METRIC_PROMOTION_FAILURES,
+    METRIC_REQUEST_BYTES,
+    METRIC_REQUESTS,
+    METRIC_RESPONSE_BYTES,
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+)
+from inferstack.telemetry import ERROR_CLASSES
 from infra.constructs.api import rest_api_name
 from infra.constructs.common import removal_policy
 
@@ -35,7 +55,45 @@ if TYPE_CHECKING:
 
     from infra.config import EcsModel, Environment, LambdaModel, Model, SageMakerModel
 
-NAMESPACE = "InferStack"  # the runtime's, drift check's and promoter's EMF namespace
+NAMESPACE = METRICS_NAMESPACE  # the runtime's, drift check's and promoter's EMF namespace
+# Published by the GPU container (not emitted yet: its issue adds the emitter).
+# The ErrorClass of requests a GPU server turned away (429, a full batch queue).
+THROTTLED_CLASS = ERROR_CLASSES[429]
+
+# The contract between the code that emits InferStack metrics and what watches them: the
+# exact dimension names each metric is published with. A CloudWatch alarm, and a SEARCH
+# schema {Namespace,dim,...}, only match a metric with exactly these dimensions, so an alarm
+# that leaves one out can never fire (CloudWatch docs, "Dimensions": "you must specify the same
+# dimensions that were used when the metrics were created", https://docs.aws.amazon.com/
+# AmazonCloudWatch/latest/monitoring/cloudwatch_concepts.html#Dimension; "Search expression
+# syntax", https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/search-expression-syntax.html).
+# Powertools adds `service` to every metric emitted with a service name (POWERTOOLS_SERVICE_NAME,
+# set on every function and container). tests/infra/test_metric_dimensions.py runs each emitter
+# and compares; metrics no code emits yet are fixed here, and their emitters join that test.
+_RUNTIME = frozenset({DIM_SERVICE, DIM_ENVIRONMENT, DIM_MODEL, DIM_MODEL_VERSION})
+_PER_MODEL = frozenset({DIM_SERVICE, DIM_ENVIRONMENT, DIM_MODEL})
+METRIC_DIMENSIONS: dict[str, tuple[frozenset[str], ...]] = {
+    # layers/inferstack/telemetry.py, one EMF document per request.
+    **{
+        name: (_RUNTIME,)
+        for name in (
+            METRIC_REQUESTS,
+            METRIC_LATENCY,
+            METRIC_MODEL_LATENCY,
+            METRIC_REQUEST_BYTES,
+            METRIC_RESPONSE_BYTES,
+            METRIC_COLD_START,
+        )
+    },
+    # telemetry.py: errors by class, without the version (one alarm covers every version).
+    METRIC_ERRORS: (_PER_MODEL | {DIM_ERROR_CLASS},),
+    # The drift check, once per model and run.
+    METRIC_DRIFT_SCORE: (_PER_MODEL,),
+    # The promoter: per model, or per environment when an upload matches no model.
+    METRIC_PROMOTION_FAILURES: (_PER_MODEL, frozenset({DIM_SERVICE, DIM_ENVIRONMENT})),
+    # The GPU container's utilization sampler.
+    METRIC_GPU_UTILIZATION: (_PER_MODEL,),
+}
 PERIOD = cdk.Duration.minutes(5)
 DRIFT_PERIOD = cdk.Duration.hours(1)
 GT = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
@@ -135,15 +193,8 @@ class Monitoring(Construct):
             description=f"{model.name}: Lambda throttles >= {model.alarms.throttles} in 5 minutes",
         )
         name, env = model.name, self.config.name
-        cold_starts = cloudwatch.MathExpression(
-            expression=(
-                "SEARCH('{InferStack,environment,model,model_version,service} "
-                f'MetricName="ColdStart" model="{name}" environment="{env}"\', \'Sum\', 300)'
-            ),
-            using_metrics={},
-            label="cold starts",
-            period=PERIOD,
-        )
+        # Across model versions: only SEARCH can sum a metric over a dimension's values.
+        cold_starts = _search(METRIC_COLD_START, env, name, "Sum", label="cold starts")
         self.dashboard.add_widgets(
             *self._api_widgets(model),
             _graph(
@@ -182,8 +233,6 @@ class Monitoring(Construct):
         self, model: SageMakerModel, endpoint_name: str, variant_name: str
     ) -> None:
         """5xx rate, p99 latency and throttle alarms; endpoint, latency and GPU widgets."""
-        self._request_alarms(model)
-        self._rejection_alarm(model)
         dims = {"EndpointName": endpoint_name, "VariantName": variant_name}
 
         def sagemaker(
@@ -198,6 +247,12 @@ class Monitoring(Construct):
                 label=label,
             )
 
+        # The model's own 5xx answers (SageMaker docs, "Amazon SageMaker AI metrics in Amazon
+        # CloudWatch": Invocation5XXErrors counts InvokeEndpoint requests where the model
+        # returned a 5xx), https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html
+        model_5xx = sagemaker("Invocation5XXErrors", "Sum", "5XX")
+        self._request_alarms(model, target_errors=model_5xx)
+        self._rejection_alarm(model)
         name = model.name
         self.dashboard.add_widgets(
             *self._api_widgets(model),
@@ -206,7 +261,7 @@ class Monitoring(Construct):
                 [
                     sagemaker("Invocations", "Sum", "Invocations"),
                     sagemaker("Invocation4XXErrors", "Sum", "4XX (incl. model errors)"),
-                    sagemaker("Invocation5XXErrors", "Sum", "5XX"),
+                    model_5xx,
                 ],
             ),
             _graph(
@@ -237,16 +292,8 @@ class Monitoring(Construct):
         self._rejection_alarm(model)
         name, env = model.name, self.config.name
         lb = load_balancer.metrics
-        gpu = cloudwatch.MathExpression(
-            # The GPU container publishes GPUUtilization (EMF, dims environment, model, ...).
-            expression=(
-                f'SEARCH(\'{{InferStack,environment,model}} MetricName="GPUUtilization" '
-                f'model="{name}" environment="{env}"\', \'Average\', 300)'
-            ),
-            using_metrics={},
-            label="GPUUtilization",
-            period=PERIOD,
-        )
+        # The GPU container publishes GPUUtilization (EMF, METRIC_DIMENSIONS).
+        gpu = _search(METRIC_GPU_UTILIZATION, env, name, "Average", label="GPUUtilization")
         reservation = cloudwatch.Metric(
             namespace="AWS/ECS",
             metric_name="GPUReservation",
@@ -278,10 +325,10 @@ class Monitoring(Construct):
 
     def add_drift_alarm(self, model: Model) -> None:
         """Alarm when the drift check's score (PSI) exceeds the model's threshold."""
-        score = cloudwatch.Metric(
-            namespace=NAMESPACE,
-            metric_name="DriftScore",
-            dimensions_map={"environment": self.config.name, "model": model.name},
+        score = inferstack_metric(
+            METRIC_DRIFT_SCORE,
+            environment=self.config.name,
+            model=model.name,
             statistic="Maximum",
             period=DRIFT_PERIOD,
         )
@@ -309,13 +356,13 @@ class Monitoring(Construct):
     def add_promotion_alarm(self) -> None:
         """One alarm per model on failed promotions, and one for uploads matching no model.
 
-        The promoter publishes PromotionFailures with (environment, model), or with
-        (environment) alone when an upload cannot be tied to a configured model.
+        The promoter publishes PromotionFailures with (service, environment, model), or
+        without the model when an upload cannot be tied to a configured model.
         """
         env = self.config.name
         series: list[cloudwatch.IMetric] = []
         for model in self.config.models:
-            failures = _promotion_failures({"environment": env, "model": model.name})
+            failures = _promotion_failures(env, model.name)
             series.append(failures.with_(label=model.name))
             self._alarm(
                 f"{model.name}-PromotionFailures",
@@ -325,7 +372,7 @@ class Monitoring(Construct):
                 evaluation_periods=1,
                 description=f"{model.name}: a new version was rejected or failed to roll out",
             )
-        unattributed = _promotion_failures({"environment": env})
+        unattributed = _promotion_failures(env, None)
         series.append(unattributed.with_(label="unknown model"))
         self._alarm(
             "UnattributedPromotionFailures",
@@ -361,14 +408,33 @@ class Monitoring(Construct):
             period=PERIOD,
         )
 
-    def _error_rate(self, model: Model) -> cloudwatch.MathExpression:
-        """5xx responses per 100 requests over the model's inference routes (v2 and v1)."""
+    def _error_rate(
+        self, model: Model, target_errors: cloudwatch.IMetric | None = None
+    ) -> cloudwatch.MathExpression:
+        """5xx responses per 100 requests over the model's inference routes (v2 and v1).
+
+        `target_errors` counts failures the API's 5XXError may not: a SageMaker model's 5xx
+        reaches clients through a mapping-template status override, and AWS does not document
+        that the method's 5XXError counts overridden statuses. The larger count wins in each
+        period, so the alarm sees model failures either way without counting them twice.
+        """
         using: dict[str, cloudwatch.IMetric] = {}
         for index, route in enumerate(("infer", "predict")):
             using[f"e{index}"] = self._api_metric(model, "5XXError", "Sum", route=route)
             using[f"n{index}"] = self._api_metric(model, "Count", "Sum", route=route)
         errors = "FILL(e0, 0) + FILL(e1, 0)"
         requests = "FILL(n0, 0) + FILL(n1, 0)"
+        if target_errors is not None:
+            api_errors = cloudwatch.MathExpression(
+                expression=errors,
+                using_metrics={"e0": using.pop("e0"), "e1": using.pop("e1")},
+                period=PERIOD,
+            )
+            using["api"] = api_errors
+            using["target"] = cloudwatch.MathExpression(
+                expression="FILL(t, 0)", using_metrics={"t": target_errors}, period=PERIOD
+            )
+            errors = "MAX([api, target])"
         return cloudwatch.MathExpression(
             expression=f"IF(({requests}) > 0, 100 * ({errors}) / ({requests}), 0)",
             using_metrics=using,
@@ -376,11 +442,13 @@ class Monitoring(Construct):
             period=PERIOD,
         )
 
-    def _request_alarms(self, model: Model) -> None:
+    def _request_alarms(
+        self, model: Model, target_errors: cloudwatch.IMetric | None = None
+    ) -> None:
         thresholds = model.alarms
         self._alarm(
             f"{model.name}-5xxRate",
-            self._error_rate(model),
+            self._error_rate(model, target_errors),
             threshold=thresholds.error_rate_percent,
             comparison=GT,
             evaluation_periods=thresholds.evaluation_periods,
@@ -401,17 +469,12 @@ class Monitoring(Construct):
         Lambda reports throttles itself; a GPU server's admission control reports them as the
         runtime's Errors metric with ErrorClass=Throttled, whose dimensions carry no version.
         """
-        rejected = cloudwatch.Metric(
-            namespace=NAMESPACE,
-            metric_name="Errors",
-            dimensions_map={
-                "environment": self.config.name,
-                "model": model.name,
-                "ErrorClass": "Throttled",
-                "service": "inferstack",
-            },
+        rejected = inferstack_metric(
+            METRIC_ERRORS,
+            environment=self.config.name,
+            model=model.name,
             statistic="Sum",
-            period=PERIOD,
+            extra={DIM_ERROR_CLASS: THROTTLED_CLASS},
         )
         self._alarm(
             f"{model.name}-Throttles",
@@ -488,13 +551,50 @@ def _routes(name: str) -> dict[str, tuple[str, str]]:
     }
 
 
-def _promotion_failures(dimensions: dict[str, str]) -> cloudwatch.Metric:
+def inferstack_metric(
+    name: str,
+    *,
+    environment: str,
+    model: str | None,
+    statistic: str,
+    period: cdk.Duration = PERIOD,
+    extra: dict[str, str] | None = None,
+) -> cloudwatch.Metric:
+    """One InferStack metric with exactly the dimensions its emitter publishes."""
+    dimensions = {DIM_SERVICE: SERVICE_NAME, DIM_ENVIRONMENT: environment}
+    if model is not None:
+        dimensions[DIM_MODEL] = model
+    dimensions.update(extra or {})
+    if frozenset(dimensions) not in METRIC_DIMENSIONS[name]:
+        raise ValueError(f"{name} is not published with dimensions {sorted(dimensions)}")
     return cloudwatch.Metric(
         namespace=NAMESPACE,
-        metric_name="PromotionFailures",
+        metric_name=name,
         dimensions_map=dimensions,
-        statistic="Sum",
+        statistic=statistic,
+        period=period,
+    )
+
+
+def _search(
+    name: str, environment: str, model: str, statistic: str, *, label: str
+) -> cloudwatch.MathExpression:
+    """Every series of one model's metric (all versions), by its published dimension set."""
+    (dimensions,) = METRIC_DIMENSIONS[name]
+    schema = ",".join([NAMESPACE, *sorted(dimensions)])
+    terms = f'MetricName="{name}" {DIM_MODEL}="{model}" {DIM_ENVIRONMENT}="{environment}"'
+    seconds = int(PERIOD.to_seconds())
+    return cloudwatch.MathExpression(
+        expression=f"SEARCH('{{{schema}}} {terms}', '{statistic}', {seconds})",
+        using_metrics={},
+        label=label,
         period=PERIOD,
+    )
+
+
+def _promotion_failures(environment: str, model: str | None) -> cloudwatch.Metric:
+    return inferstack_metric(
+        METRIC_PROMOTION_FAILURES, environment=environment, model=model, statistic="Sum"
     )
 
 

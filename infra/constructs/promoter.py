@@ -17,14 +17,22 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sagemaker as sagemaker
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct, IValidation
 
+from inferstack.names import (
+    ENV_ENVIRONMENT,
+    ENV_METRICS_NAMESPACE,
+    ENV_MODEL_BUCKET,
+    ENV_POWERTOOLS_SERVICE,
+    ENV_TARGETS,
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+)
 from infra.config import ModelBase, Target
 from infra.constructs.common import dead_letter_queue
 from infra.constructs.lambda_model import (
-    METRICS_NAMESPACE,
-    SERVICE_NAME,
     execution_role,
     function_image,
     function_log_group,
@@ -114,10 +122,10 @@ class ModelPromoter(Construct):
             description=f"InferStack {config.name}: model promoter",
         )
         self._environment = {
-            "INFERSTACK_ENV": config.name,
-            "MODEL_BUCKET": store.bucket.bucket_name,
-            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            ENV_ENVIRONMENT: config.name,
+            ENV_MODEL_BUCKET: store.bucket.bucket_name,
+            ENV_POWERTOOLS_SERVICE: SERVICE_NAME,
+            ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
         }
         self.function = lambda_.DockerImageFunction(
             self,
@@ -130,7 +138,7 @@ class ModelPromoter(Construct):
             timeout=TIMEOUT,
             environment={
                 **self._environment,
-                "INFERSTACK_TARGETS": cdk.Lazy.string(_TargetsJson(self, self.targets)),
+                ENV_TARGETS: cdk.Lazy.string(_TargetsJson(self, self.targets)),
             },
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
@@ -214,9 +222,21 @@ class ModelPromoter(Construct):
         )
 
     def allow_sagemaker_rollout(
-        self, model: ModelBase, endpoint_name: str, role: iam.IRole
+        self,
+        model: ModelBase,
+        endpoint_name: str,
+        role: iam.IRole,
+        *,
+        live_model: sagemaker.CfnModel | None = None,
+        live_endpoint_config: sagemaker.CfnEndpointConfig | None = None,
     ) -> None:
-        """Create the next model + endpoint config and update `endpoint_name` to it."""
+        """Create the next model + endpoint config and update `endpoint_name` to it.
+
+        `live_model` and `live_endpoint_config` are what the stack deployed: CloudFormation
+        names them (`Model-a1b2c3...`, outside `inferstack-<env>-*`, and unique so that a
+        replacement can be created before the old one goes), and the promoter must describe
+        them to copy the live variant's settings into the next release's config.
+        """
         self.targets[model.name] = {
             "target": Target.SAGEMAKER.value,
             "endpoint": endpoint_name,
@@ -250,6 +270,24 @@ class ModelPromoter(Construct):
                 resources=[arn("model", pattern), arn("endpoint-config", pattern)],
             )
         )
+        # The stack's own model and endpoint config, by ARN: Ref of AWS::SageMaker::Model and
+        # AWS::SageMaker::EndpointConfig is the ARN (CloudFormation docs, "Return values":
+        # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-sagemaker-model.html,
+        # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-sagemaker-endpointconfig.html).
+        live: list[tuple[str, str]] = []
+        if live_model is not None:
+            live.append(("sagemaker:DescribeModel", live_model.model_ref.model_arn))
+        if live_endpoint_config is not None:
+            live.append(
+                (
+                    "sagemaker:DescribeEndpointConfig",
+                    live_endpoint_config.endpoint_config_ref.endpoint_config_arn,
+                )
+            )
+        for action, resource in live:
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(actions=[action], resources=[resource])
+            )
         # UpdateEndpoint is also authorized against the endpoint config it switches to.
         self.function.add_to_role_policy(
             iam.PolicyStatement(
@@ -324,7 +362,7 @@ class ModelPromoter(Construct):
             is_token = isinstance(value, str) and cdk.Token.is_unresolved(value)
             return "x" * _TOKEN_ESTIMATE_BYTES if is_token else value
 
-        env = {**sized(self._environment), "INFERSTACK_TARGETS": json.dumps(sized(self.targets))}
+        env = {**sized(self._environment), ENV_TARGETS: json.dumps(sized(self.targets))}
         return sum(len(k) + len(str(v)) for k, v in env.items())
 
     def _suppress(self, rule: str, reason: str, applies_to: list[str | RegexAppliesTo]) -> None:

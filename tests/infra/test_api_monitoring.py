@@ -304,8 +304,9 @@ def test_sagemaker_integration_is_scoped_to_the_endpoint(isolated: Isolated) -> 
                             ),
                         }
                     ),
+                    # ModelError: the container's status and body (test_sagemaker_error_mapping).
                     "IntegrationResponses": Match.array_with(
-                        [Match.object_like({"StatusCode": "502", "SelectionPattern": r"5\d{2}"})]
+                        [Match.object_like({"StatusCode": "502", "SelectionPattern": "424"})]
                     ),
                 }
             ),
@@ -459,6 +460,9 @@ def test_request_alarms_per_model(isolated: Isolated) -> None:
             "Resource": f"/v2/models/{name}/infer",
             "Method": "POST",
         }
+    # SageMaker: the model's own 5xx count too (statuses reach clients through an override).
+    assert "Invocation5XXErrors" in _metric_names(_alarm_for(built, "5XXError", "resnet: 5xx"))
+    assert "Invocation5XXErrors" not in _metric_names(_alarm_for(built, "5XXError", "wine: 5xx"))
     resnet = _alarm_for(built, "Latency", "resnet: p99")
     assert resnet["Threshold"] == 250
     assert _alarm_for(built, "5XXError", "resnet: 5xx")["Threshold"] == 2
@@ -478,7 +482,10 @@ def test_lambda_throttle_drift_and_promotion_alarms(isolated: Isolated) -> None:
         assert promotion["Threshold"] == 1
         assert {"Name": "model", "Value": model} in promotion["Dimensions"]
     unattributed = _alarm_for(built, "PromotionFailures", "matched no configured model")
-    assert unattributed["Dimensions"] == [{"Name": "environment", "Value": "test"}]
+    assert {(d["Name"], d["Value"]) for d in unattributed["Dimensions"]} == {
+        ("environment", "test"),
+        ("service", "inferstack"),
+    }
     # GPU models: the runtime's throttled (429) errors, dimensions without a version.
     for model in ("resnet", "dense"):
         rejected = _alarm_for(built, "Errors", f"{model}: >= 1 requests throttled")

@@ -7,6 +7,10 @@ only as a suppression that carries a specific reason (in the construct that owns
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -65,8 +69,6 @@ def test_every_nag_suppression_carries_a_real_reason(env: Synthesized) -> None:
 def test_make_synth_through_the_cdk_cli(name: str) -> None:
     """`make synth ENV=prod` as a user runs it: the pinned CDK CLI from npm drives infra.app."""
     import shutil
-    import subprocess
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     if shutil.which("npm") is None or shutil.which("make") is None:
@@ -82,3 +84,67 @@ def test_make_synth_through_the_cdk_cli(name: str) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     template = root / "cdk.out" / f"InferStack-{name}.template.json"
     assert "AWS::ApiGateway::RestApi" in template.read_text()
+
+
+def test_the_app_applies_cdk_nag_and_reports_errors(tmp_path: Path) -> None:
+    """The app's own synth (what `cdk synth` runs) carries cdk-nag errors as error messages.
+
+    One synth of the real dev environment plus a deliberately non-compliant bucket: the only
+    errors are the bucket's, so the real environment passes and the bad resource fails.
+    """
+    import aws_cdk.cx_api as cxapi
+    from aws_cdk import aws_s3 as s3
+
+    from infra.app import build_app
+
+    app = build_app("dev", outdir=str(tmp_path))
+    stack = app.node.find_child("InferStack-dev")
+    s3.Bucket(stack, "NonCompliant")  # no access logs, no TLS-only policy
+    assembly = app.synth()
+    errors = [
+        (message.id, str(message.entry.data))
+        for artifact in assembly.stacks
+        for message in artifact.messages
+        if message.level == cxapi.SynthesisMessageLevel.ERROR
+    ]
+    assert errors, "cdk-nag did not run in the app"
+    assert {path for path, _ in errors} == {"/InferStack-dev/NonCompliant/Resource"}
+    assert any(text.startswith("AwsSolutions-S1:") for _, text in errors), errors
+
+
+def test_cdk_synth_fails_on_an_unsuppressed_finding(tmp_path: Path) -> None:
+    """`cdk synth` with the pinned CLI prints the finding and exits non-zero."""
+    root = Path(__file__).resolve().parents[2]
+    cli = root / "node_modules" / ".bin" / "cdk"
+    if not cli.exists():
+        pytest.skip("the CDK CLI is not installed (make synth runs npm ci)")
+    app = tmp_path / "bad_app.py"
+    app.write_text(
+        "import aws_cdk as cdk\n"
+        "from aws_cdk import aws_s3 as s3\n"
+        "from infra.app import apply_checks\n"
+        "app = cdk.App()\n"
+        "s3.Bucket(cdk.Stack(app, 'Bad'), 'Open')\n"
+        "apply_checks(app)\n"
+        "app.synth()\n"
+    )
+    result = subprocess.run(
+        [
+            str(cli),
+            "synth",
+            "--app",
+            f"{sys.executable} {app}",
+            "-o",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "AwsSolutions-S1" in output, output[-3000:]
