@@ -70,6 +70,25 @@ def onnx_light_model(stem: str) -> BenchModel:
     return BenchModel(stem.removeprefix("light_"), path, inputs[stem], (1, 3, 224, 224))
 
 
+def relu_model() -> BenchModel:
+    """A 64-float Relu (FP32 [-1, 64]): so little model that the server is all the cost."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = work_dir() / "relu64.onnx"
+    if not path.is_file():
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "relu64",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        onnx.save(model, str(path))
+    return BenchModel("relu", path, "x", (1, 64))
+
+
 def model_input(model: BenchModel) -> np.ndarray:
     """The request tensor: the demo's example rows, or seeded image-like noise."""
     if model.input_name == "features":

@@ -1,14 +1,20 @@
-"""Server load: `inferstack serve` under 32 concurrent keep-alive clients vs bare ONNX Runtime.
+"""Server load: `inferstack serve` under 32 concurrent keep-alive clients.
 
-The server (uvicorn, loopback, a free port) serves the demo model and light_squeezenet.
+Two comparisons, measured in the same run:
+
+- against a minimal server (benchmarks/minimal_server.py: Starlette, one route, `json`,
+  `session.run` inline, one uvicorn process), both serving a 64-float Relu with the same
+  JSON request: the server's own cost, which caps the GPU endpoints. Target: inferstack
+  at least TARGET_RATIO x the minimal server's requests/s at a p99 no worse;
+- against bare ONNX Runtime (the demo model and light_squeezenet): `session.run` in this
+  process, the same session options (OnnxModel, so intra-op threads as served), run by
+  as many Python threads as the server's inference pool (`model.concurrency()`).
+
 A separate load-generator process (benchmarks/loadgen.py: raw asyncio protocols on
-uvloop, closed loop, 32 connections) drives it for a fixed window after a warm-up.
-The baseline is a bare loop in this process: the same InferenceSession options
-(OnnxModel, so intra-op threads as served) run by as many Python threads as the server's
-inference pool (`model.concurrency()`), on the same input. Server windows and bare
-windows alternate. Reported: throughput and latency, the ratio server/bare of
-throughputs, and CPU seconds per request on each side (the load generator shares the
-2 cores with the server; its own CPU use is reported too).
+uvloop, closed loop, 32 connections) drives each server for a fixed window after a
+warm-up; arms alternate within each round. Reported: throughput and latency, the ratios,
+and CPU seconds per request (the load generator shares the 2 cores with the server;
+its own CPU use is reported too).
 """
 
 from __future__ import annotations
@@ -34,12 +40,17 @@ from benchmarks.common import (
     json_request_body,
     model_input,
     onnx_light_model,
+    relu_model,
     summary,
     work_dir,
 )
 
 NAME = "server_load"
-TARGET = "none set: report server throughput / bare ONNX Runtime throughput"
+TARGET_RATIO = 1.2
+TARGET = (
+    f"64-float Relu, JSON: inferstack serve req/s >= {TARGET_RATIO}x the minimal Starlette "
+    "server's, at a p99 no worse (also reported: server / bare ONNX Runtime)"
+)
 CONCURRENCY = 32
 
 
@@ -47,27 +58,31 @@ def run(config: Config) -> dict[str, Any]:
     rounds = config.pick(5, 1)
     window = 3.0  # seconds per window: 15 s per arm in all, 3 s quick
     warmup = config.pick(1.0, 0.5)
-    wine, squeezenet = demo_model(), onnx_light_model("light_squeezenet")
+    wine, squeezenet, relu = demo_model(), onnx_light_model("light_squeezenet"), relu_model()
     cases = [("wine/json", wine, "json"), ("squeezenet/binary", squeezenet, "binary")]
 
-    port = _free_port()
     log = (work_dir() / "server.log").open("wb")
-    argv = [sys.executable, "-m", "inferstack.cli", "serve", "--host", "127.0.0.1"]
-    argv += ["--port", str(port)]
-    for m in (wine, squeezenet):
-        argv += ["--model", f"{m.name}={m.path}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERSTACK_")}
-    server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    server, port = _start_server(_serve_argv(wine, squeezenet, relu), log)
+    minimal, minimal_port = _start_server(_minimal_argv(relu), log)
     try:
         _wait_ready(port, server)
+        _wait_minimal(minimal_port, minimal, relu)
         specs = {label: _spec(label, m, kind, port, server.pid) for label, m, kind in cases}
         bare = {label: _BareLoop(m) for label, m, _ in cases}
         for label, m, kind in cases:
             _sanity(port, m, kind, bare[label])
+        versus = {
+            "inferstack": _spec("relu", relu, "json", port, server.pid),
+            "minimal": _spec("relu_minimal", relu, "json", minimal_port, minimal.pid),
+        }
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {
             label: {"server": [], "bare": [], "bare_1": []} for label, _, _ in cases
         }
+        versus_runs: dict[str, list[dict[str, Any]]] = {"inferstack": [], "minimal": []}
         for index in range(rounds):
+            # The headline comparison first in each round, arms alternating in order.
+            for arm in versus if index % 2 == 0 else reversed(versus):
+                versus_runs[arm].append(_drive(versus[arm], window, warmup))
             for label, _, _ in cases:
                 arms = ["server", "bare", "bare_1"]
                 for arm in arms if index % 2 == 0 else reversed(arms):
@@ -77,14 +92,12 @@ def run(config: Config) -> dict[str, Any]:
                         threads = bare[label].threads if arm == "bare" else 1
                         result = bare[label].run(window, warmup / 2, threads)
                     runs[label][arm].append(result)
-        if server.poll() is not None:
-            raise RuntimeError("the server exited during the benchmark; see " + log.name)
+        for process in (server, minimal):
+            if process.poll() is not None:
+                raise RuntimeError("a server exited during the benchmark; see " + log.name)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for process in (server, minimal):
+            _stop(process)
         log.close()
 
     results: dict[str, Any] = {
@@ -95,14 +108,73 @@ def run(config: Config) -> dict[str, Any]:
         + runs[cases[0][0]]["server"][0]["loop"]
         + ", separate process)",
         "server_command": "inferstack serve (uvicorn, metrics off, access log off)",
+        "minimal_command": "python -m benchmarks.minimal_server (Starlette, json, "
+        "session.run inline; uvicorn, access log off)",
+        "versus_minimal": _versus_report(relu, versus_runs),
         "cases": {},
     }
     for label, m, kind in cases:
         results["cases"][label] = _report(m, kind, **runs[label])
-    return {"name": NAME, "target": TARGET, "met": None, "results": results}
+    versus_report = results["versus_minimal"]
+    met = (
+        versus_report["throughput_ratio"] >= TARGET_RATIO
+        and versus_report["inferstack"]["latency_p99_ms"]
+        <= versus_report["minimal"]["latency_p99_ms"]
+    )
+    return {"name": NAME, "target": TARGET, "met": met, "results": results}
 
 
 # --------------------------------------------------------------------------- server side
+
+
+def _serve_argv(*models: BenchModel) -> list[str]:
+    argv = [sys.executable, "-m", "inferstack.cli", "serve", "--host", "127.0.0.1"]
+    for m in models:
+        argv += ["--model", f"{m.name}={m.path}"]
+    return argv
+
+
+def _minimal_argv(model: BenchModel) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.minimal_server", str(model.path), model.name]
+
+
+def _start_server(argv: list[str], log: Any) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server on a free port (its last argument for the minimal one)."""
+    port = _free_port()
+    argv = [*argv, "--port", str(port)] if argv[2] == "inferstack.cli" else [*argv, str(port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERSTACK_")}
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    return process, port
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _wait_minimal(
+    port: int, server: subprocess.Popen[bytes], model: BenchModel, timeout: float = 60
+) -> None:
+    """The minimal server has one route: ready when an infer request answers 200."""
+    body = json_request_body(model.input_name, model_input(model))
+    url = f"http://127.0.0.1:{port}/v2/models/{model.name}/infer"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the minimal server exited with {server.returncode}")
+        request = urllib.request.Request(url, data=body, method="POST")
+        request.add_header("content-type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"the minimal server was not ready within {timeout} s")
 
 
 def _free_port() -> int:
@@ -306,6 +378,39 @@ def _report(
     }
 
 
+def _versus_report(model: BenchModel, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def arm(results: list[dict[str, Any]]) -> dict[str, Any]:
+        window = results[0]["window_s"]
+        cpu = [r["server_cpu_s"] / r["ok"] * 1e3 for r in results if r["server_cpu_s"]]
+        return {
+            "throughput_rps": summary([r["throughput_rps"] for r in results], 1.0, 1),
+            "latency_p50_ms": round(float(np.median([r["latency_ms"]["p50"] for r in results])), 2),
+            "latency_p99_ms": round(float(np.median([r["latency_ms"]["p99"] for r in results])), 2),
+            "requests": int(sum(r["ok"] for r in results)),
+            "cpu_ms_per_request": round(float(np.median(cpu)), 3) if cpu else None,
+            "loadgen_cores_busy": round(
+                float(np.median([r["loadgen_cpu_s"] / window for r in results])), 2
+            ),
+        }
+
+    ours, theirs = runs["inferstack"], runs["minimal"]
+    ratios = [a["throughput_rps"] / b["throughput_rps"] for a, b in zip(ours, theirs, strict=True)]
+    return {
+        "model": f"{model.path.name} (Relu, FP32 {list(model.input_shape)})",
+        "request": "json body, as tritonclient sends it (flat data)",
+        "inferstack": arm(ours),
+        "minimal": arm(theirs),
+        "throughput_ratio": round(
+            float(
+                np.median([r["throughput_rps"] for r in ours])
+                / np.median([r["throughput_rps"] for r in theirs])
+            ),
+            3,
+        ),
+        "throughput_ratio_by_round": summary(ratios, 1.0, 3),
+    }
+
+
 def _bare_report(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "threads": runs[0]["threads"],
@@ -342,7 +447,36 @@ def markdown(result: dict[str, Any]) -> list[str]:
                 s["loadgen_cores_busy"],
             ]
         )
+    versus = res.get("versus_minimal")
+    lines: list[str] = []
+    if versus:
+        ours, theirs = versus["inferstack"], versus["minimal"]
+        lines += [
+            f"Against the minimal server ({res['minimal_command']}), {versus['model']}, "
+            f"{versus['request']}; arms alternate within each round:",
+            "",
+            md_table(
+                ["server", "req/s (median)", "req/s min..max", "p50 ms", "p99 ms", "CPU ms/req"],
+                [
+                    [
+                        name,
+                        arm["throughput_rps"]["median"],
+                        f"{arm['throughput_rps']['min']}..{arm['throughput_rps']['max']}",
+                        arm["latency_p50_ms"],
+                        arm["latency_p99_ms"],
+                        arm["cpu_ms_per_request"],
+                    ]
+                    for name, arm in (("inferstack serve", ours), ("minimal Starlette", theirs))
+                ],
+            ),
+            "",
+            f"Ratio inferstack / minimal (req/s, medians): **{versus['throughput_ratio']}** "
+            f"(by round {versus['throughput_ratio_by_round']['min']}.."
+            f"{versus['throughput_ratio_by_round']['max']}).",
+            "",
+        ]
     return [
+        *lines,
         f"{res['concurrency']} concurrent keep-alive clients, {res['rounds']} round(s) of "
         f"{res['window_s']} s per arm; load generator: {res['load_generator']}; "
         f"server: {res['server_command']}. Bare = `session.run` in as many threads as the "

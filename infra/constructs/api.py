@@ -425,8 +425,18 @@ def _static(message: str) -> str:
 
 # Selection patterns match InvokeEndpoint's status code; none overlap (API Gateway's choice
 # among several matching patterns is unspecified).
+# A binary answer's JSON length comes back in the container's custom attributes (InvokeEndpoint
+# returns them verbatim: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html)
+# and becomes the binary extension's header again for tritonclient (layers/inferstack/sagemaker.py).
+_BINARY_HEADER_LENGTH = "method.response.header.Inference-Header-Content-Length"
 _SAGEMAKER_RESPONSES = [
-    apigateway.IntegrationResponse(status_code="200", response_parameters=_CONTENT_TYPE),
+    apigateway.IntegrationResponse(
+        status_code="200",
+        response_parameters={
+            **_CONTENT_TYPE,
+            _BINARY_HEADER_LENGTH: "integration.response.header.X-Amzn-SageMaker-Custom-Attributes",
+        },
+    ),
     _error_response("502", "424", MODEL_ERROR_TEMPLATE),
     _error_response("400", "400", VALIDATION_OR_THROTTLING_TEMPLATE),
     # ModelNotReadyException (serverless and multi-model endpoints).
@@ -456,7 +466,11 @@ SAGEMAKER_STATUSES = (
 )
 _SAGEMAKER_METHOD_RESPONSES = [
     apigateway.MethodResponse(
-        status_code=status, response_parameters={"method.response.header.Content-Type": True}
+        status_code=status,
+        response_parameters={
+            "method.response.header.Content-Type": True,
+            **({_BINARY_HEADER_LENGTH: False} if status == "200" else {}),
+        },
     )
     for status in SAGEMAKER_STATUSES
 ]

@@ -209,3 +209,17 @@ def test_sagemaker_service_errors(
 ) -> None:
     status, body, _ = _client_sees(method, sagemaker_status, b'{"message": "x"}', base64_body=True)
     assert status == expected and set(body) == {"error"}
+
+
+def test_a_binary_answer_gets_its_header_length_back(method: dict[str, Any]) -> None:
+    """The container names a binary answer's JSON length in its custom attributes
+    (InvokeEndpoint returns them verbatim); the 200 response maps them onto the binary
+    extension's Inference-Header-Content-Length, which tritonclient reads."""
+    (ok,) = [r for r in method["Integration"]["IntegrationResponses"] if r["StatusCode"] == "200"]
+    assert ok["ResponseParameters"]["method.response.header.Inference-Header-Content-Length"] == (
+        "integration.response.header.X-Amzn-SageMaker-Custom-Attributes"
+    )
+    (declared,) = [m for m in method["MethodResponses"] if m["StatusCode"] == "200"]
+    assert (
+        "method.response.header.Inference-Header-Content-Length" in declared["ResponseParameters"]
+    )

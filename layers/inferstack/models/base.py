@@ -1,13 +1,15 @@
 """The backend-agnostic model interface (KServe's shape: load -> ready -> predict).
 
 Hosts call `apredict` from an event loop; the default runs `predict` on the model's
-own thread pool. A batching backend (the GPU container) overrides `apredict`.
+own thread pool, or inline when the model has proven tiny. A batching backend (the
+GPU container) overrides `apredict`.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from time import thread_time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from inferstack.exceptions import BadRequestError, InferStackError
@@ -23,6 +25,12 @@ logger = logging.getLogger(__name__)
 
 Tensors = dict[str, "np.ndarray"]
 
+# Running a model on the event loop (see Model.apredict): what counts as tiny.
+INLINE_BUDGET_S = 0.0005
+INLINE_AFTER = 64
+INLINE_LIMIT_S = 0.005
+_FLOATS = frozenset({"FP16", "BF16", "FP32", "FP64"})
+
 
 class Model(ABC):
     """A named, versioned model with a fixed signature."""
@@ -37,6 +45,8 @@ class Model(ABC):
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._fast_runs = 0  # runs in a row under INLINE_BUDGET_S on the pool; -1: never inline
+        self._fast_bytes = 0  # the largest input those runs had, in bytes
 
     @property
     def state(self) -> str:
@@ -54,16 +64,72 @@ class Model(ABC):
         """Run on validated inputs; returns the requested outputs (all when None)."""
 
     async def apredict(self, inputs: Tensors, output_names: list[str] | None = None) -> Tensors:
+        """`predict` for an event loop: on the model's thread pool, or inline on the loop
+        when this model has proven tiny (see `_runs_inline`), which saves the thread hop
+        that costs more than the model itself."""
+        if self._runs_inline(inputs):
+            began = thread_time()
+            try:
+                return self.predict(inputs, output_names)
+            finally:
+                self._inline_took(thread_time() - began)
         # asyncio and the pool are imported here: the Lambda path never needs them.
         import asyncio
-        from concurrent.futures import ThreadPoolExecutor
 
         if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._executor = ThreadPoolExecutor(
                 max_workers=self.concurrency(), thread_name_prefix=f"model-{self.name}"
             )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.predict, inputs, output_names)
+        return await loop.run_in_executor(self._executor, self._timed, inputs, output_names)
+
+    # -- running tiny models inline ------------------------------------------------------
+    # A model runs on the event loop only after INLINE_AFTER runs in a row under
+    # INLINE_BUDGET_S, and only on inputs no larger than those runs had; any run over the
+    # budget sends it back to the pool for INLINE_AFTER runs, and an inline run over
+    # INLINE_LIMIT_S (an input whose cost the size did not show, such as a loop count)
+    # keeps it on the pool for good; models with integer or boolean inputs never run inline.
+    # So a slow model never blocks the loop, and a fast one at most once, for one run.
+    # Times are the calling thread's CPU time: on a busy host, wall time would count
+    # preemption and waits for the GIL as model time.
+
+    def _runs_inline(self, inputs: Tensors) -> bool:
+        if self._fast_runs < INLINE_AFTER:
+            return False
+        return sum(array.nbytes for array in inputs.values()) <= self._fast_bytes
+
+    def _timed(self, inputs: Tensors, output_names: list[str] | None) -> Tensors:
+        began = thread_time()
+        outputs = self.predict(inputs, output_names)
+        took = thread_time() - began
+        if took < INLINE_BUDGET_S:
+            if self._fast_runs >= 0:  # negative: inline is off for good
+                self._fast_runs += 1
+                size = sum(array.nbytes for array in inputs.values())
+                self._fast_bytes = max(self._fast_bytes, size)
+                if self._fast_runs == INLINE_AFTER and not self._cost_follows_size():
+                    self._fast_runs = -1
+        elif self._fast_runs >= 0:
+            self._fast_runs = self._fast_bytes = 0
+        return outputs
+
+    def _cost_follows_size(self) -> bool:
+        """Floating-point inputs only: an integer or boolean input may be a count or a
+        switch (a Loop's trip count) that makes one run of the same size take seconds."""
+        return all(spec.datatype in _FLOATS for spec in self.inputs)
+
+    def _inline_took(self, took: float) -> None:
+        if took > INLINE_LIMIT_S:
+            logger.warning(
+                "model %s ran %.1f ms on the event loop: it runs on its thread pool from now on",
+                self.name,
+                took * 1e3,
+            )
+            self._fast_runs = -1
+        elif took > INLINE_BUDGET_S:
+            self._fast_runs = self._fast_bytes = 0
 
     def concurrency(self) -> int:
         """How many predictions may run at once on this host."""

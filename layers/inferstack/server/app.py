@@ -1,7 +1,10 @@
-"""The FastAPI app every host serves: the protocol routes, registered from one table.
+"""The ASGI app every host serves: the protocol routes, registered from one table.
 
-Routes take the raw request and hand it to the data plane, so no pydantic parsing
-sits on the hot path; the OpenAPI document still describes each body.
+The protocol routes and SageMaker's /ping and /invocations are served by a raw ASGI
+fast path in front of FastAPI: a request goes from uvicorn to the data plane with no
+routing, dependency or response layers between (they cost more than a tiny model).
+FastAPI keeps what it is good at: /docs, /openapi.json (which still describe every
+route) and the answers for paths that are not routes.
 """
 
 from __future__ import annotations
@@ -14,17 +17,89 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inferstack import __version__
 from inferstack.dataplane import DataPlane, error_response
-from inferstack.protocol.routes import ROUTES, Route
-from inferstack.protocol.types import HttpRequest
+from inferstack.exceptions import InferStackError
+from inferstack.protocol.routes import ROUTES, Route, match_route
+from inferstack.protocol.types import HttpRequest, HttpResponse
+from inferstack.sagemaker import INVOCATIONS_PATH, PING_PATH, SageMakerHost
 from inferstack.server import openapi
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    Scope = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class InferStackApp(FastAPI):
+    """FastAPI with the protocol's routes answered before FastAPI sees them."""
+
+    def __init__(self, dataplane: DataPlane, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dataplane = dataplane
+        self.sagemaker = SageMakerHost(dataplane)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            try:
+                route, params = match_route(method, path)
+            except InferStackError:
+                route = None
+            if route is not None:
+                request = await _read(scope, receive, method, path)
+                if request is not None:
+                    result = await self.dataplane.ahandle(request, route, params)
+                    await _write(send, result)
+                return
+            if path == PING_PATH and method == "GET":
+                await _write(send, self.sagemaker.ping())
+                return
+            if path == INVOCATIONS_PATH and method == "POST":
+                request = await _read(scope, receive, method, path)
+                if request is not None:
+                    await _write(send, await self.sagemaker.ainvoke(request))
+                return
+        await super().__call__(scope, receive, send)
+
+
+async def _read(scope: Scope, receive: Receive, method: str, path: str) -> HttpRequest | None:
+    """The request with its whole body; None when the client went away first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # http.disconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    # ASGI servers give header names in lower case, as the data plane wants them.
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    return HttpRequest(method, path, headers, body)
+
+
+async def _write(send: Send, result: HttpResponse) -> None:
+    headers = [
+        (b"content-type", _CONTENT_TYPES.get(result.content_type) or result.content_type.encode()),
+        (b"content-length", str(len(result.body)).encode()),
+    ]
+    if result.headers:
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers.items()]
+    await send({"type": "http.response.start", "status": result.status, "headers": headers})
+    await send({"type": "http.response.body", "body": result.body})
+
+
+_CONTENT_TYPES = {kind: kind.encode() for kind in ("application/json", "application/octet-stream")}
 
 
 def create_app(dataplane: DataPlane, *, title: str = "InferStack") -> FastAPI:
     """The ASGI app over `dataplane`; used by `inferstack serve`, Lambda and the GPU container."""
-    app = FastAPI(
+    app = InferStackApp(
+        dataplane,
         title=title,
         version=__version__,
         summary="Open Inference Protocol (KServe v2) over ONNX Runtime",
