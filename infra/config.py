@@ -12,15 +12,60 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from inferstack.names import MODEL_NAME_RULE, aws_name, model_name_problem
 
 ENVIRONMENTS_DIR = Path(__file__).resolve().parent / "environments"
 
+# Environment names feed stack, API and SSM names: their own, narrower rule.
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")]
+
+
+def _model_name(value: str) -> str:
+    if model_name_problem(value) is not None:
+        raise ValueError(f"model names are {MODEL_NAME_RULE}")
+    return value
+
+
+# The one URL-safe rule of inferstack.names (CLI, Lambda and CDK share it); AWS names
+# derived from a model name go through aws_name().
+ModelName = Annotated[str, AfterValidator(_model_name)]
 # EventBridge Scheduler expressions: rate(...) or cron(...).
 Schedule = Annotated[
     str, Field(pattern=r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
 ]
+
+
+# API Gateway waits at most 29 s for an integration (REST API quota "Integration timeout",
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-execution-service-limits-table.html);
+# infra/constructs/api.py sets the same value. A function allowed to run that long answers
+# after the client already got a 504, so functions behind the API stop with a margin for
+# the invoke and the response's way back.
+API_INTEGRATION_TIMEOUT_S = 29
+LAMBDA_TIMEOUT_MARGIN_S = 3
+LAMBDA_TIMEOUT_MAX_S = API_INTEGRATION_TIMEOUT_S - LAMBDA_TIMEOUT_MARGIN_S
+LAMBDA_TIMEOUT_DEFAULT_S = 25
+# CreateEndpoint: EndpointName is at most 63 characters
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html).
+SAGEMAKER_ENDPOINT_NAME_MAX = 63
+
+
+def sagemaker_endpoint_name(environment: str, model: str) -> str:
+    """The deterministic SageMaker endpoint name of a model (see sagemaker_model.py).
+
+    Endpoint names allow only letters, digits and '-' and are case-insensitive, so the
+    model name goes through aws_name().
+    """
+    return f"inferstack-{environment}-{aws_name(model)}"
 
 
 class ConfigError(Exception):
@@ -93,6 +138,9 @@ class Drift(Strict):
 
 
 class Autoscaling(Strict):
+    # false deregisters the model from Application Auto Scaling and keeps the current
+    # capacity: the first step of changing a SageMaker instance type (README, "Deploy").
+    enabled: bool = True
     min_capacity: Annotated[int, Field(ge=1)] = 1
     max_capacity: Annotated[int, Field(ge=1)] = 2
     # Target invocations per instance (SageMaker) or requests per task (ECS) per minute.
@@ -111,7 +159,7 @@ class Batching(Strict):
 
 
 class ModelBase(Strict):
-    name: Name
+    name: ModelName
     # The model file's key under the bucket's models/ prefix ("wine/model.onnx").
     artifact: Annotated[str, Field(pattern=r"^[\w.-]+(/[\w.-]+)*$")]
     drift: Drift = Drift()
@@ -121,11 +169,22 @@ class ModelBase(Strict):
 class LambdaModel(ModelBase):
     target: Literal[Target.LAMBDA]
     memory_mb: Annotated[int, Field(ge=512, le=10240)] = 2048
-    timeout_s: Annotated[int, Field(ge=1, le=29)] = 29  # API Gateway's default ceiling
+    timeout_s: Annotated[int, Field(ge=1)] = LAMBDA_TIMEOUT_DEFAULT_S
     architecture: Literal["x86_64", "arm64"] = "arm64"
     reserved_concurrency: Annotated[int, Field(ge=1)] | None = None
     provisioned_concurrency: Annotated[int, Field(ge=0)] = 0
     ephemeral_storage_mb: Annotated[int, Field(ge=512, le=10240)] = 1024
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _below_the_api_timeout(cls, value: int) -> int:
+        if value > LAMBDA_TIMEOUT_MAX_S:
+            raise ValueError(
+                f"at most {LAMBDA_TIMEOUT_MAX_S} s: API Gateway stops waiting after "
+                f"{API_INTEGRATION_TIMEOUT_S} s and answers 504 while the function runs on "
+                f"({LAMBDA_TIMEOUT_MARGIN_S} s are kept for the invoke and the response)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _concurrency(self) -> LambdaModel:
@@ -190,6 +249,32 @@ class Environment(Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"model names must be unique; repeated: {duplicates}")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_aws_names(self) -> Environment:
+        """AWS names derived from model names (aws_name) must not collide either."""
+        owner: dict[str, str] = {}
+        for model in self.models:
+            derived = aws_name(model.name)
+            first = owner.setdefault(derived, model.name)
+            if first != model.name:
+                raise ValueError(
+                    f"models {first!r} and {model.name!r} both become {derived!r} in AWS "
+                    "resource names (lower-case letters, digits and '-'): rename one"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _endpoint_names_fit(self) -> Environment:
+        for model in self.models_on(Target.SAGEMAKER):
+            endpoint = sagemaker_endpoint_name(self.name, model.name)
+            if len(endpoint) > SAGEMAKER_ENDPOINT_NAME_MAX:
+                raise ValueError(
+                    f"model {model.name!r}: its SageMaker endpoint name {endpoint!r} is "
+                    f"longer than {SAGEMAKER_ENDPOINT_NAME_MAX} characters; shorten the "
+                    "environment or model name"
+                )
         return self
 
     def models_on(self, target: Target) -> list[LambdaModel | SageMakerModel | EcsModel]:

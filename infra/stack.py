@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import aws_cdk as cdk
-from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
 
 from infra.config import EcsModel, LambdaModel, SageMakerModel, Target
@@ -22,17 +21,6 @@ if TYPE_CHECKING:
     from constructs import Construct
 
     from infra.config import Environment
-
-
-_T = TypeVar("_T")
-
-
-def _child(parent: Construct, construct_id: str, kind: type[_T]) -> _T:
-    """A construct's child resource, e.g. the CfnModel inside a SageMakerEndpoint."""
-    child = parent.node.find_child(construct_id)
-    if not isinstance(child, kind):
-        raise TypeError(f"{parent.node.path}/{construct_id} is not a {kind.__name__}")
-    return child
 
 
 class InferStackStack(cdk.Stack):
@@ -78,10 +66,8 @@ class InferStackStack(cdk.Stack):
                     model,
                     endpoint.endpoint_name,
                     endpoint.role,
-                    live_model=_child(endpoint, "Model", sagemaker.CfnModel),
-                    live_endpoint_config=_child(
-                        endpoint, "EndpointConfig", sagemaker.CfnEndpointConfig
-                    ),
+                    live_model=endpoint.sagemaker_model,
+                    live_endpoint_config=endpoint.endpoint_config,
                 )
                 monitoring.add_sagemaker_model(model, endpoint.endpoint_name, endpoint.variant_name)
             elif isinstance(model, EcsModel):
@@ -97,6 +83,9 @@ class InferStackStack(cdk.Stack):
                 api.add_ecs_model(model, service.load_balancer, service.listener_port)
                 promoter.allow_ecs_rollout(model, service.service)
                 monitoring.add_ecs_model(model, service.service, service.load_balancer)
+                # A deployment whose tasks answer 5xx rolls back, besides the circuit breaker's
+                # tasks that never start.
+                service.roll_back_on([monitoring.error_rate_alarms[model.name]])
             drift.add_model(model)
             monitoring.add_drift_alarm(model)
         monitoring.add_promotion_alarm()

@@ -40,7 +40,7 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagSuppressions
 from constructs import Construct
 
-from infra.config import AuthMode, Target
+from infra.config import API_INTEGRATION_TIMEOUT_S, AuthMode, Target
 from infra.constructs.common import log_retention, removal_policy
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 # What the GPU container receives in X-Amzn-SageMaker-Custom-Attributes: SageMaker only has
 # POST /invocations, so the protocol route the client called travels in this header.
 SAGEMAKER_ROUTE_ATTRIBUTE = "route={path},method={method}"
-INTEGRATION_TIMEOUT = cdk.Duration.seconds(29)
+INTEGRATION_TIMEOUT = cdk.Duration.seconds(API_INTEGRATION_TIMEOUT_S)
 SERVER_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/v2"),
     ("GET", "/v2/health/ready"),

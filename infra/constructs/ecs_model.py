@@ -19,6 +19,7 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from inferstack.names import METRICS_NAMESPACE
 from infra.constructs.common import log_retention, removal_policy
 from infra.constructs.sagemaker_model import (
     capture_prefix,
@@ -28,6 +29,8 @@ from infra.constructs.sagemaker_model import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from infra.config import EcsModel, Environment
     from infra.constructs.model_store import ModelStore
 
@@ -36,8 +39,14 @@ CONTAINER_PORT = 8080
 LISTENER_PORT = 80
 HEALTH_PATH = "/v2/health/ready"
 ROOT_VOLUME_GIB = 100  # GPU AMI + CUDA-sized image layers
-# Model download + session start can take minutes on a fresh instance.
+# Model download + session start (an engine build) can take minutes on a fresh instance.
+# The scheduler ignores failing load balancer AND container health checks for this long
+# after a task starts (CreateService healthCheckGracePeriodSeconds,
+# https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_CreateService.html).
 HEALTH_CHECK_GRACE = cdk.Duration.minutes(10)
+# The container health check's own start period: 300 s is the most ECS allows
+# (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_HealthCheck.html).
+CONTAINER_START_PERIOD = cdk.Duration.seconds(300)
 # ECS service CPU target for autoscaling (see EcsGpuService._autoscale).
 CPU_TARGET_PERCENT = 60
 # A literal CIDR (not the VPC's CidrBlock attribute) so security-group rules can be checked
@@ -125,7 +134,6 @@ class EcsGpuService(Construct):
         super().__init__(scope, construct_id)
         vpc = network.vpc
         private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
-        scaling = model.autoscaling
         self.listener_port = LISTENER_PORT
 
         capacity_provider = self._capacity(vpc, private, model, network.cluster)
@@ -139,7 +147,16 @@ class EcsGpuService(Construct):
             "Service",
             cluster=network.cluster,
             task_definition=task_definition,
-            desired_count=scaling.min_capacity,
+            # No DesiredCount: with it, every stack update resets an autoscaled service to
+            # that number. Without it, CloudFormation creates the service with 1 task and
+            # leaves the count alone on updates ("For existing services, if a desired count
+            # is not specified, it is omitted from the operation",
+            # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-ecs-service.html#cfn-ecs-service-desiredcount).
+            # Registering the scalable target then raises it to min_capacity
+            # (RegisterScalableTarget "changes the resource's current capacity to a value
+            # that is inside of this range",
+            # https://docs.aws.amazon.com/autoscaling/application/APIReference/API_RegisterScalableTarget.html).
+            desired_count=None,
             capacity_provider_strategies=[
                 ecs.CapacityProviderStrategy(
                     capacity_provider=capacity_provider.capacity_provider_name, weight=1
@@ -148,6 +165,10 @@ class EcsGpuService(Construct):
             # Never below the current fleet during a deploy; new tasks start next to old.
             min_healthy_percent=100,
             max_healthy_percent=200,
+            # The circuit breaker fails (and rolls back) a deployment whose tasks do not reach
+            # RUNNING or fail their load balancer / container health checks once the grace
+            # period is over: exactly "the new version does not come up"
+            # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-circuit-breaker.html).
             circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
             health_check_grace_period=HEALTH_CHECK_GRACE,
             security_groups=[service_sg],
@@ -201,24 +222,32 @@ class EcsGpuService(Construct):
         service_sg.add_ingress_rule(nlb_sg, ec2.Port.tcp(CONTAINER_PORT), "NLB to tasks")
         nlb_sg.add_egress_rule(service_sg, ec2.Port.tcp(CONTAINER_PORT), "NLB to tasks")
 
-        # Roll the deployment back when targets of the new tasks fail health checks.
-        self.deployment_alarm = self.target_group.metrics.un_healthy_host_count(
-            period=cdk.Duration.minutes(1), statistic="Maximum"
-        ).create_alarm(
-            self,
-            "UnhealthyTargetsAlarm",
-            alarm_description=f"{model.name}: unhealthy NLB targets (rolls back ECS deploys)",
-            threshold=0,
-            evaluation_periods=2,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        self.service.enable_deployment_alarms(
-            [self.deployment_alarm.alarm_name], behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM
-        )
+        # Deletes run in reverse dependency order. The service refers to the capacity
+        # provider but not to the cluster's capacity provider association, so CloudFormation
+        # could remove the association while the service still uses the provider ("The
+        # specified capacity provider is in use and cannot be removed";
+        # https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DeleteCapacityProvider.html,
+        # https://github.com/aws/aws-cdk/issues/18179). A dependency on the cluster construct
+        # covers the association, which aws-cdk-lib adds under it at synthesis.
+        self.service.node.add_dependency(network.cluster)
 
-        self._autoscale(model)
+        # No UnHealthyHostCount deployment alarm: a new task is an unhealthy target until
+        # its model is loaded (minutes), so that alarm rolled back healthy deployments. The
+        # circuit breaker above covers tasks that never come up; what the deployment alarm
+        # should watch is what clients see fail, the model's 5xx rate (roll_back_on).
+        if model.autoscaling.enabled:
+            self._autoscale(model)
         self._suppress(model, task_definition)
+
+    def roll_back_on(self, alarms: Sequence[cloudwatch.IAlarm]) -> None:
+        """Fail and roll back an ECS deployment while any of `alarms` is in ALARM.
+
+        ECS watches them during the deployment and a bake time after it
+        (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-alarm-failure.html).
+        """
+        self.service.enable_deployment_alarms(
+            [alarm.alarm_name for alarm in alarms], behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM
+        )
 
     def _capacity(
         self,
@@ -238,7 +267,7 @@ class EcsGpuService(Construct):
             # Resolved from the public SSM parameter at deploy time: synth needs no AWS
             # lookup, and every deploy picks up the latest patched GPU AMI. The trade-off:
             # a new AMI release replaces the instances on the next deploy (managed
-            # termination protection drains tasks first). cached_in_context would pin it
+            # draining moves their tasks first). cached_in_context would pin it
             # in cdk.context.json but needs AWS credentials at synth.
             machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
             user_data=ec2.UserData.for_linux(),  # the capacity provider adds the cluster join
@@ -277,7 +306,18 @@ class EcsGpuService(Construct):
             "CapacityProvider",
             auto_scaling_group=group,
             enable_managed_scaling=True,
-            enable_managed_termination_protection=True,
+            # No managed termination protection: it needs every instance protected from
+            # scale-in (NewInstancesProtectedFromScaleIn), and protected instances block the
+            # group's deletion: CloudFormation sets the group to 0 and waits for instances
+            # that scale-in may not terminate, so `cdk destroy` and the rollback of a failed
+            # first deploy hang until they time out
+            # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/managed-termination-protection.html,
+            # https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-instance-protection.html,
+            # https://github.com/aws/aws-cdk/issues/14732). Managed draining covers scale-in
+            # instead: ECS moves an instance's tasks elsewhere (respecting the service's 100 %
+            # minimum healthy) before the group terminates it
+            # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/managed-instance-draining.html).
+            enable_managed_termination_protection=False,
             enable_managed_draining=True,
         )
         cluster.add_asg_capacity_provider(provider)
@@ -317,7 +357,7 @@ class EcsGpuService(Construct):
                 interval=cdk.Duration.seconds(30),
                 timeout=cdk.Duration.seconds(5),
                 retries=3,
-                start_period=cdk.Duration.seconds(300),
+                start_period=CONTAINER_START_PERIOD,
             ),
             stop_timeout=cdk.Duration.seconds(30),
         )
@@ -328,7 +368,7 @@ class EcsGpuService(Construct):
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
                 resources=["*"],  # no resource type; scoped by namespace
-                conditions={"StringEquals": {"cloudwatch:namespace": "InferStack"}},
+                conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
             )
         )
         return task_definition

@@ -19,6 +19,16 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
+from inferstack.names import (
+    ENV_ENVIRONMENT,
+    ENV_METRICS_NAMESPACE,
+    ENV_MODEL_NAME,
+    ENV_MODEL_URI,
+    ENV_POWERTOOLS_SERVICE,
+    METRICS_NAMESPACE,
+    MODELS_PREFIX,
+    SERVICE_NAME,
+)
 from infra.constructs.common import log_retention, removal_policy
 
 if TYPE_CHECKING:
@@ -29,8 +39,6 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFERENCE_DOCKERFILE = "functions/inference/Dockerfile"
 LIVE_ALIAS = "live"
-SERVICE_NAME = "inferstack"
-METRICS_NAMESPACE = "InferStack"
 
 _ARCHITECTURES: dict[str, tuple[lambda_.Architecture, ecr_assets.Platform]] = {
     "arm64": (lambda_.Architecture.ARM_64, ecr_assets.Platform.LINUX_ARM64),
@@ -184,18 +192,20 @@ class LambdaInference(Construct):
             description=f"InferStack {config.name}: {model.name} (Open Inference Protocol)",
             architecture=lambda_architecture(model.architecture),
             memory_size=model.memory_mb,
+            # Below API Gateway's integration timeout, with a margin (config.py
+            # LAMBDA_TIMEOUT_MAX_S): a longer run only answers a client that got a 504.
             timeout=cdk.Duration.seconds(model.timeout_s),
             ephemeral_storage_size=cdk.Size.mebibytes(model.ephemeral_storage_mb),
             reserved_concurrent_executions=model.reserved_concurrency,
             environment={
-                "INFERSTACK_MODEL_NAME": model.name,
+                ENV_MODEL_NAME: model.name,
                 # Deploy-time default: the artifact's latest object version. The promoter
                 # later rewrites this variable with ?versionId=<v> pinned, publishes a
                 # version and moves the alias; a stack deploy resets it to this value.
-                "INFERSTACK_MODEL_URI": store.model_uri(model),
-                "INFERSTACK_ENV": config.name,
-                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                ENV_MODEL_URI: store.model_uri(model),
+                ENV_ENVIRONMENT: config.name,
+                ENV_POWERTOOLS_SERVICE: SERVICE_NAME,
+                ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
             },
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
@@ -212,9 +222,10 @@ class LambdaInference(Construct):
             provisioned_concurrent_executions=model.provisioned_concurrency or None,
         )
         store.grant_model_read(self.function, model)
+        prefix = f"{MODELS_PREFIX}{model.name}/"
         suppress_object_wildcards(
             role,
-            [f"models/{model.name}/"],
-            f"Read access to the released artifacts of {model.name} only (models/"
-            f"{model.name}/*): artifacts are versioned objects under that prefix.",
+            [prefix],
+            f"Read access to the released artifacts of {model.name} only ({prefix}*): "
+            "artifacts are versioned objects under that prefix.",
         )

@@ -107,6 +107,8 @@ class Monitoring(Construct):
         super().__init__(scope, construct_id)
         self.config = config
         self.alarms: list[cloudwatch.Alarm] = []
+        # Each model's 5xx-rate alarm: what a deployment of its target rolls back on.
+        self.error_rate_alarms: dict[str, cloudwatch.Alarm] = {}
         removal = removal_policy(config)
         self.key = kms.Key(
             self,
@@ -446,7 +448,7 @@ class Monitoring(Construct):
         self, model: Model, target_errors: cloudwatch.IMetric | None = None
     ) -> None:
         thresholds = model.alarms
-        self._alarm(
+        self.error_rate_alarms[model.name] = self._alarm(
             f"{model.name}-5xxRate",
             self._error_rate(model, target_errors),
             threshold=thresholds.error_rate_percent,

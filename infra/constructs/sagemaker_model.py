@@ -18,12 +18,25 @@ from aws_cdk import aws_sagemaker as sagemaker
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
+from inferstack.names import (
+    CAPTURE_PREFIX,
+    ENV_ENVIRONMENT,
+    ENV_MAX_BATCH_SIZE,
+    ENV_MAX_QUEUE_DELAY_US,
+    ENV_METRICS_NAMESPACE,
+    ENV_MODEL_NAME,
+    ENV_MODEL_URI,
+    ENV_POWERTOOLS_SERVICE,
+    METRICS_NAMESPACE,
+    MODELS_PREFIX,
+    SERVICE_NAME,
+)
+from infra.config import sagemaker_endpoint_name
 from infra.constructs.lambda_model import (
     REPO_ROOT,
     build_context_excludes,
     suppress_object_wildcards,
 )
-from infra.constructs.model_store import CAPTURE_PREFIX, MODELS_PREFIX
 
 if TYPE_CHECKING:
     from infra.config import EcsModel, Environment, SageMakerModel
@@ -39,7 +52,6 @@ SCALING_SERVICE_LINKED_ROLE = (
     "aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
     "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
 )
-ENDPOINT_NAME_MAX = 63
 
 # Instance families with local NVMe instance storage: SageMaker encrypts it in hardware and
 # CreateEndpointConfig FAILS when KmsKeyId is set (CreateEndpointConfig API reference).
@@ -75,13 +87,13 @@ def gpu_container_environment(
 ) -> dict[str, str]:
     """What the serving container reads (layers/inferstack settings + batching)."""
     return {
-        "INFERSTACK_MODEL_NAME": model.name,
-        "INFERSTACK_MODEL_URI": store.model_uri(model),
-        "INFERSTACK_ENV": config.name,
-        "INFERSTACK_MAX_BATCH_SIZE": str(model.batching.max_batch_size),
-        "INFERSTACK_MAX_QUEUE_DELAY_US": str(model.batching.max_queue_delay_us),
-        "POWERTOOLS_SERVICE_NAME": "inferstack",
-        "POWERTOOLS_METRICS_NAMESPACE": "InferStack",
+        ENV_MODEL_NAME: model.name,
+        ENV_MODEL_URI: store.model_uri(model),
+        ENV_ENVIRONMENT: config.name,
+        ENV_MAX_BATCH_SIZE: str(model.batching.max_batch_size),
+        ENV_MAX_QUEUE_DELAY_US: str(model.batching.max_queue_delay_us),
+        ENV_POWERTOOLS_SERVICE: SERVICE_NAME,
+        ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
     }
 
 
@@ -101,15 +113,10 @@ def endpoint_name_for(config: Environment, model: SageMakerModel) -> str:
 
     SageMaker endpoint names are also what CloudWatch metrics and alarms are keyed on, and
     an endpoint is updated in place (new endpoint config) rather than replaced, so a fixed
-    name never collides with itself.
+    name never collides with itself. Model names are mapped (aws_name: 'light_resnet50'
+    becomes 'light-resnet50'); config.py has already checked the length and collisions.
     """
-    name = f"inferstack-{config.name}-{model.name}"
-    if len(name) > ENDPOINT_NAME_MAX:
-        raise ValueError(
-            f"models.{model.name}: SageMaker endpoint name {name!r} is longer than "
-            f"{ENDPOINT_NAME_MAX} characters; shorten the environment or model name"
-        )
-    return name
+    return sagemaker_endpoint_name(config.name, model.name)
 
 
 class SageMakerEndpoint(Construct):
@@ -164,13 +171,13 @@ class SageMakerEndpoint(Construct):
                 resources=["*"],  # PutMetricData has no resource type; scoped by namespace
                 conditions={
                     "StringEquals": {
-                        "cloudwatch:namespace": ["InferStack", "/aws/sagemaker/Endpoints"]
+                        "cloudwatch:namespace": [METRICS_NAMESPACE, "/aws/sagemaker/Endpoints"]
                     }
                 },
             )
         )
 
-        sm_model = sagemaker.CfnModel(
+        self.sagemaker_model = sm_model = sagemaker.CfnModel(
             self,
             "Model",
             execution_role_arn=self.role.role_arn,
@@ -188,7 +195,7 @@ class SageMakerEndpoint(Construct):
         # No KmsKeyId on instance types with NVMe storage: the API rejects it there, and
         # that storage is encrypted in hardware (see has_instance_storage).
         volume_key = None if has_instance_storage(model.instance_type) else key
-        endpoint_config = sagemaker.CfnEndpointConfig(
+        self.endpoint_config = endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "EndpointConfig",
             kms_key_id=volume_key.key_arn if volume_key else None,
@@ -254,11 +261,44 @@ class SageMakerEndpoint(Construct):
                     ]
                 ),
             ),
+            # A stack update calls UpdateEndpoint, whose blue/green fleet would otherwise
+            # start at the new config's InitialInstanceCount (min_capacity) and cut a
+            # scaled-out endpoint. Retaining the variant properties keeps the current
+            # DesiredInstanceCount (and weight) while the model, image, environment and
+            # instance type come from the new endpoint config. DataCaptureConfig is not
+            # listed in ExcludeRetainedVariantProperties: the API marks that value "Not
+            # currently supported"; only DesiredInstanceCount and DesiredWeight are retained
+            # variant properties.
+            # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html
+            # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_VariantProperty.html
+            # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-sagemaker-endpoint.html
+            retain_all_variant_properties=True,
+            # The template's DeploymentConfig (canary + alarms) applies on every update.
+            retain_deployment_config=False,
         )
         # SageMaker checks the role (image pull, DescribeAlarms) while creating the endpoint.
         self.endpoint.node.add_dependency(self.role)
 
-        self.scalable_target = appscaling.ScalableTarget(
+        self.scalable_target: appscaling.ScalableTarget | None = None
+        if model.autoscaling.enabled:
+            self.scalable_target = self._autoscale(model)
+
+        self._suppress(model)
+
+    def _autoscale(self, model: SageMakerModel) -> appscaling.ScalableTarget:
+        """Scale the variant on invocations per instance, within the configured bounds.
+
+        UpdateEndpoint fails when it changes the instance type of a variant registered with
+        Application Auto Scaling; the variant must be deregistered first
+        (https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html).
+        CloudFormation deletes a removed or replaced resource only in the cleanup phase,
+        after every update (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-update-behaviors.html),
+        so no template trick deregisters before the endpoint update: an instance-type change
+        takes two deploys, `autoscaling.enabled = false` first (README, "Deploy").
+        Registering after the update is guaranteed by the dependency on the endpoint.
+        """
+        stack = cdk.Stack.of(self)
+        scalable_target = appscaling.ScalableTarget(
             self,
             "Scaling",
             service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
@@ -279,16 +319,15 @@ class SageMakerEndpoint(Construct):
                 ),
             ),
         )
-        self.scalable_target.node.add_dependency(self.endpoint)
-        self.scalable_target.scale_to_track_metric(
+        scalable_target.node.add_dependency(self.endpoint)
+        scalable_target.scale_to_track_metric(
             "InvocationsPerInstance",
             predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
             target_value=model.autoscaling.target_invocations_per_minute,
             scale_in_cooldown=cdk.Duration.minutes(5),
             scale_out_cooldown=cdk.Duration.minutes(1),
         )
-
-        self._suppress(model)
+        return scalable_target
 
     def _rollback_alarms(self, model: SageMakerModel) -> list[cloudwatch.Alarm]:
         """Alarms SageMaker watches during a deployment; any in ALARM rolls it back."""
@@ -371,8 +410,9 @@ def suppress_model_role_wildcards(role: iam.IRole, model: SageMakerModel | EcsMo
         role,
         [f"{MODELS_PREFIX}{model.name}/", capture_prefix(model)],
         reason=(
-            f"Object access is limited to this model's own prefixes: models/{model.name}/ "
-            f"(read) and capture/{model.name}/ (sampled traffic for drift checks)."
+            f"Object access is limited to this model's own prefixes: {MODELS_PREFIX}"
+            f"{model.name}/ (read) and {capture_prefix(model)} (sampled traffic for drift "
+            "checks)."
         ),
     )
     NagSuppressions.add_resource_suppressions(

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 # Where the examples live. The lead switches this to ROOT / "README.md" once the notes'
 # sections are pasted there (the markers travel with the blocks).
-EXAMPLES_FILE = Path("/work/notes/infra-front-readme.md")
+EXAMPLES_FILE = ROOT / "README.md"
 EXAMPLES = ("sigv4-python", "sigv4-curl", "api-key-python", "api-key-curl")
 STAGE = "/prod"
 REGION = "eu-west-1"

@@ -57,9 +57,20 @@ def test_shipped_environments_cover_every_target() -> None:
         ("", "bad.toml: models: Field required"),
         (
             GOOD_MODEL
-            + '\n[[models]]\nname = "r"\ntarget = "sagemaker"\nartifact = "r/m.onnx"\n'
-            + 'instance_type = "g5.xlarge"\n',
-            "bad.toml: models.1.name: String should match pattern",
+            + '\n[[models]]\nname = "r/x"\ntarget = "sagemaker"\nartifact = "r/m.onnx"\n'
+            + 'instance_type = "ml.g5.xlarge"\n',
+            "bad.toml: models.1.name: model names are 1 to 48 characters: letters, digits, "
+            "'_', '-' and '.', starting and ending with a letter or digit (got 'r/x')",
+        ),
+        (
+            GOOD_MODEL + "timeout_s = 29\n",
+            "bad.toml: models.0.timeout_s: at most 26 s: API Gateway stops waiting after 29 s "
+            "and answers 504 while the function runs on",
+        ),
+        (
+            GOOD_MODEL + GOOD_MODEL.replace('"wine"', '"Wine"'),
+            "bad.toml: (top level): models 'wine' and 'Wine' both become 'wine' in AWS "
+            "resource names",
         ),
         (
             GOOD_MODEL

@@ -292,26 +292,26 @@ def test_endpoint_scales_on_invocations_per_instance(template: Template) -> None
     )
 
 
-def test_endpoint_name_too_long_for_sagemaker_fails_at_synth() -> None:
+def test_endpoint_name_too_long_for_sagemaker_is_a_config_error() -> None:
+    from pydantic import ValidationError
+
     from infra.config import Environment
-    from infra.constructs.sagemaker_model import endpoint_name_for
 
     long = "m" * 32
-    config = Environment.model_validate(
-        {
-            "name": "e" * 32,
-            "models": [
-                {
-                    "name": long,
-                    "target": "sagemaker",
-                    "artifact": "x/model.onnx",
-                    "instance_type": "ml.g6.xlarge",
-                }
-            ],
-        }
-    )
-    with pytest.raises(ValueError, match=f"models.{long}: SageMaker endpoint name"):
-        endpoint_name_for(config, config.models[0])  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=f"model '{long}': its SageMaker endpoint name"):
+        Environment.model_validate(
+            {
+                "name": "e" * 32,
+                "models": [
+                    {
+                        "name": long,
+                        "target": "sagemaker",
+                        "artifact": "x/model.onnx",
+                        "instance_type": "ml.g6.xlarge",
+                    }
+                ],
+            }
+        )
 
 
 # ------------------------------------------------------------------ ECS
@@ -357,7 +357,10 @@ def test_instances_join_the_cluster_through_a_managed_capacity_provider(
             "AutoScalingGroupProvider": Match.object_like(
                 {
                     "ManagedScaling": Match.object_like({"Status": "ENABLED"}),
-                    "ManagedTerminationProtection": "ENABLED",
+                    # Draining, not termination protection: protected instances would
+                    # block the group's deletion (test_targets_updates.py).
+                    "ManagedTerminationProtection": "DISABLED",
+                    "ManagedDraining": "ENABLED",
                 }
             )
         },
@@ -369,7 +372,7 @@ def test_instances_join_the_cluster_through_a_managed_capacity_provider(
     assert ref_id(provider.as_object()) in resources(template, "AWS::ECS::CapacityProvider")
     template.has_resource_properties(
         "AWS::AutoScaling::AutoScalingGroup",
-        {"MinSize": "1", "NewInstancesProtectedFromScaleIn": True},
+        {"MinSize": "1", "NewInstancesProtectedFromScaleIn": Match.absent()},
     )
 
 
@@ -404,26 +407,22 @@ def test_task_reserves_gpus_and_checks_readiness(template: Template) -> None:
     )
 
 
-def test_service_rolls_back_on_failed_deploys_and_unhealthy_targets(template: Template) -> None:
-    from aws_cdk.assertions import Capture, Match
+def test_service_rolls_back_deploys_whose_tasks_do_not_come_up(template: Template) -> None:
+    from aws_cdk.assertions import Match
 
-    alarm = Capture()
     template.has_resource_properties(
         "AWS::ECS::Service",
         {
             "DeploymentConfiguration": {
                 "DeploymentCircuitBreaker": {"Enable": True, "Rollback": True},
-                "Alarms": {"AlarmNames": [alarm], "Enable": True, "Rollback": True},
                 "MinimumHealthyPercent": 100,
                 "MaximumPercent": 200,
             },
-            "DesiredCount": 1,
+            "HealthCheckGracePeriodSeconds": 600,
+            "DesiredCount": Match.absent(),
             "LoadBalancers": [Match.object_like({"ContainerPort": 8080})],
         },
     )
-    props = resources(template, "AWS::CloudWatch::Alarm")[ref_id(alarm.as_object())]["Properties"]
-    assert props["MetricName"] == "UnHealthyHostCount"
-    assert props["Namespace"] == "AWS/NetworkELB"
 
 
 def test_service_is_reached_only_through_an_internal_nlb(template: Template) -> None:
@@ -550,12 +549,15 @@ def test_image_declares_the_sagemaker_contract() -> None:
 
 
 def test_each_environment_gets_exactly_its_gpu_targets(env: Synthesized) -> None:
+    from inferstack.names import aws_name
     from infra.config import Target
 
     endpoints = env.template.find_resources("AWS::SageMaker::Endpoint").values()
     names = sorted(r["Properties"]["EndpointName"] for r in endpoints)
     sagemaker_models = env.config.models_on(Target.SAGEMAKER)
-    assert names == sorted(f"inferstack-{env.config.name}-{m.name}" for m in sagemaker_models)
+    assert names == sorted(
+        f"inferstack-{env.config.name}-{aws_name(m.name)}" for m in sagemaker_models
+    )
     services = env.template.find_resources("AWS::ECS::Service")
     assert len(services) == len(env.config.models_on(Target.ECS))
 
