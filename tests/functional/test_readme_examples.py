@@ -33,8 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
-# Where the examples live. The lead switches this to ROOT / "README.md" once the notes'
-# sections are pasted there (the markers travel with the blocks).
+# The examples are run as the README shows them, found by their `<!-- example: ... -->` markers.
 EXAMPLES_FILE = ROOT / "README.md"
 EXAMPLES = ("sigv4-python", "sigv4-curl", "api-key-python", "api-key-curl")
 STAGE = "/prod"
