@@ -89,14 +89,14 @@ def profile(event_path: str, body_path: str) -> float:
     from inferstack.aws_lambda import LambdaEntry
     from inferstack.dataplane import DataPlane
     from inferstack.models import ModelRepository, OnnxModel
-    from inferstack.settings import FunctionSettings
+    from inferstack.settings import Settings
     from inferstack.telemetry import PowertoolsTelemetry
 
     mark("import inferstack modules")
     import aws_lambda_powertools  # noqa: F401
 
     mark("import aws_lambda_powertools")
-    settings = FunctionSettings.from_env()
+    settings = Settings.from_env()
     telemetry = PowertoolsTelemetry()
     mark("settings + PowertoolsTelemetry()")
     model = OnnxModel(settings.model.name, settings.model.uri, settings.model.version)

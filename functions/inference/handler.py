@@ -1,8 +1,10 @@
 """Lambda inference function (container image): one ONNX model behind the protocol.
 
-Configured by INFERSTACK_MODEL_NAME and INFERSTACK_MODEL_URI (a path in the image or
-s3://bucket/key?versionId=v). The model loads here, at module scope, during Lambda's
-init phase, once per execution environment.
+Configured by the environment, read into inferstack.settings.Settings like every host:
+INFERSTACK_MODEL_NAME and INFERSTACK_MODEL_URI (a path in the image or
+s3://bucket/key?versionId=v) and the optional settings. A malformed setting stops the
+init with a ConfigurationError that names the variable. The model loads here, at module
+scope, during Lambda's init phase, once per execution environment.
 """
 
 # numpy and onnxruntime first, on purpose: reached later through the runtime's import

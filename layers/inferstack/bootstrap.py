@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from inferstack.aws_lambda import LambdaEntry
 from inferstack.dataplane import DataPlane
 from inferstack.models import ModelRepository, OnnxModel
-from inferstack.settings import FunctionSettings, ModelConfig
+from inferstack.settings import ModelConfig, Settings
 from inferstack.telemetry import PowertoolsTelemetry, Telemetry
 
 if TYPE_CHECKING:
@@ -20,11 +20,24 @@ if TYPE_CHECKING:
 
 
 def lambda_entry_from_env(environ: Mapping[str, str] | None = None) -> LambdaEntry:
-    """Load the function's model now (during Lambda's init phase) and return the handler."""
-    settings = FunctionSettings.from_env(environ)
-    telemetry = PowertoolsTelemetry() if settings.metrics else Telemetry()
+    """Load the function's model now (during Lambda's init phase) and return the handler.
+
+    Everything is read from `environ` (default: os.environ), so a test can pass a mapping.
+    """
+    settings = Settings.from_env(environ)
     config = settings.model
-    repository = ModelRepository([OnnxModel(config.name, config.uri, config.version)])
+    telemetry = telemetry_for(settings)
+    repository = ModelRepository(
+        [
+            OnnxModel(
+                config.name,
+                config.uri,
+                config.version,
+                threads=settings.threads,
+                cache_dir=settings.cache_dir,
+            )
+        ]
+    )
     repository.load_all()
     dataplane = DataPlane(
         repository, max_request_bytes=settings.max_request_bytes, telemetry=telemetry
@@ -32,11 +45,25 @@ def lambda_entry_from_env(environ: Mapping[str, str] | None = None) -> LambdaEnt
     return LambdaEntry(dataplane, base_path=settings.base_path, log=telemetry.logger)
 
 
+def telemetry_for(settings: Settings) -> Telemetry:
+    """Powertools metrics, logs (and traces) when metrics are on; nothing otherwise."""
+    if not settings.metrics:
+        return Telemetry()
+    return PowertoolsTelemetry(
+        environment=settings.environment,
+        namespace=settings.metrics_namespace,
+        service=settings.service,
+        tracing=settings.tracing,
+    )
+
+
 def server_app(
     models: Sequence[ModelConfig],
     *,
     max_request_bytes: int,
     telemetry: Telemetry | None = None,
+    threads: int | None = None,
+    cache_dir: str | None = None,
     load_in_background: bool = True,
 ) -> FastAPI:
     """The FastAPI app for `inferstack serve`; models load off the loop after start-up
@@ -46,7 +73,9 @@ def server_app(
 
     from inferstack.server.app import create_app
 
-    repository = ModelRepository(OnnxModel(m.name, m.uri, m.version) for m in models)
+    repository = ModelRepository(
+        OnnxModel(m.name, m.uri, m.version, threads=threads, cache_dir=cache_dir) for m in models
+    )
     dataplane = DataPlane(repository, max_request_bytes=max_request_bytes, telemetry=telemetry)
     if not load_in_background:
         repository.load_all()
@@ -62,3 +91,14 @@ def server_app(
     if load_in_background:
         app.router.lifespan_context = lifespan
     return app
+
+
+def server_app_from_settings(settings: Settings) -> FastAPI:
+    """`server_app` for every model and option `settings` names (`inferstack serve`)."""
+    return server_app(
+        settings.models,
+        max_request_bytes=settings.max_request_bytes,
+        telemetry=telemetry_for(settings),
+        threads=settings.threads,
+        cache_dir=settings.cache_dir,
+    )

@@ -1,4 +1,9 @@
-"""`inferstack` command line: `inferstack serve` runs the API locally on any ONNX files."""
+"""`inferstack` command line: `inferstack serve` runs the API locally on any ONNX files.
+
+`serve` reads the same settings as every host (INFERSTACK_* variables, see
+inferstack.settings); a flag overrides its variable. The SageMaker/ECS container runs
+exactly this command with no flags.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,17 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from inferstack.constants import DEFAULT_MODEL_VERSION, SERVER_MAX_REQUEST_BYTES
-from inferstack.settings import ModelConfig
+from inferstack.names import ENV_MODEL_NAME, ENV_MODEL_URI
+from inferstack.settings import (
+    PORT_RANGE,
+    ConfigurationError,
+    ModelConfig,
+    Settings,
+    check_range,
+    model_config,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,65 +30,113 @@ if TYPE_CHECKING:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="inferstack", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve ONNX models over the Open Inference Protocol")
+    serve = commands.add_parser(
+        "serve",
+        help="serve ONNX models over the Open Inference Protocol",
+        description="Serve ONNX models. Each flag overrides its environment variable.",
+    )
     serve.add_argument(
         "--model",
         action="append",
         default=[],
         metavar="NAME=PATH",
         help="a model to serve (repeatable; PATH may be s3://bucket/key?versionId=v). "
-        "Default: the bundled demo model.",
+        f"Default: {ENV_MODEL_NAME}={ENV_MODEL_URI} from the environment, else the bundled "
+        "demo model.",
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    # Flags default to None: "not given", so the environment's value stands.
+    serve.add_argument("--host", help="address to listen on (INFERSTACK_HOST; 127.0.0.1)")
     serve.add_argument(
-        "--max-request-bytes", type=int, default=SERVER_MAX_REQUEST_BYTES, metavar="N"
+        "--port",
+        type=int,
+        help="port, 1-65535 (INFERSTACK_PORT, or SAGEMAKER_BIND_TO_PORT; 8080)",
     )
-    serve.add_argument("--access-log", action="store_true", help="log every request")
-    serve.add_argument("--metrics", action="store_true", help="print CloudWatch EMF metrics")
+    serve.add_argument("--max-request-bytes", type=int, metavar="N")
+    serve.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads per model")
+    serve.add_argument("--max-batch-size", type=int, metavar="N")
+    serve.add_argument("--max-queue-delay-us", type=int, metavar="US")
+    on_off = argparse.BooleanOptionalAction
+    serve.add_argument("--access-log", action=on_off, help="log every request")
+    serve.add_argument("--metrics", action=on_off, help="print CloudWatch EMF metrics")
+    serve.add_argument("--tracing", action=on_off, help="X-Ray subsegments (needs --metrics)")
     args = parser.parse_args(argv)
     try:
-        models = parse_models(args.model)
-    except ValueError as exc:
-        serve.error(str(exc))
-    return serve_models(models, args)
+        settings = settings_from_args(args)
+    except ConfigurationError as exc:
+        serve.error(exc.message)
+    return serve_models(settings)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The environment's settings with every given flag laid over them, validated."""
+    settings = Settings.from_env(server=True)
+    flags: dict[str, Any] = {
+        field: getattr(args, field)
+        for field in (
+            "host",
+            "port",
+            "max_request_bytes",
+            "threads",
+            "max_batch_size",
+            "max_queue_delay_us",
+            "access_log",
+            "metrics",
+            "tracing",
+        )
+        if getattr(args, field) is not None
+    }
+    minimums = {
+        "max_request_bytes": 1,
+        "threads": 1,
+        "max_batch_size": 1,
+        "max_queue_delay_us": 0,
+    }
+    for field, minimum in minimums.items():
+        if field in flags:
+            check_range(flags[field], _flag(field), minimum)
+    if "port" in flags:
+        check_range(flags["port"], "--port", *PORT_RANGE)
+    models = parse_models(args.model) if args.model else settings.models or default_models()
+    return settings._replace(models=tuple(models), **flags)
 
 
 def parse_models(specs: Sequence[str]) -> list[ModelConfig]:
-    if not specs:
-        from inferstack.demo import DEMO_MODEL_NAME, demo_model_path
-
-        return [ModelConfig(DEMO_MODEL_NAME, str(demo_model_path()), DEFAULT_MODEL_VERSION)]
     models: list[ModelConfig] = []
     for spec in specs:
         name, sep, uri = spec.partition("=")
         if not sep or not name or not uri:
-            raise ValueError(f"--model takes NAME=PATH, got {spec!r}")
+            raise ConfigurationError(f"--model takes NAME=PATH, got {spec!r}")
+        model = model_config(name, uri, source=f"--model {spec}")
         if any(m.name == name for m in models):
-            raise ValueError(f"--model {name} is given twice")
+            raise ConfigurationError(f"--model {name} is given twice")
         if not uri.startswith("s3://") and not Path(uri).is_file():
-            raise ValueError(f"--model {name}: no file at {uri}")
-        models.append(ModelConfig(name, uri, DEFAULT_MODEL_VERSION))
+            raise ConfigurationError(f"--model {name}: no file at {uri}")
+        models.append(model)
     return models
 
 
-def serve_models(models: list[ModelConfig], args: argparse.Namespace) -> int:
-    import uvicorn
+def default_models() -> list[ModelConfig]:
+    from inferstack.demo import DEMO_MODEL_NAME, demo_model_path
 
-    from inferstack.bootstrap import server_app
-    from inferstack.telemetry import PowertoolsTelemetry, Telemetry
+    return [model_config(DEMO_MODEL_NAME, str(demo_model_path()), source="demo model")]
+
+
+def serve_models(settings: Settings) -> int:
+    from inferstack.bootstrap import server_app_from_settings
+    from inferstack.server import run
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = server_app(
-        models,
-        max_request_bytes=args.max_request_bytes,
-        telemetry=PowertoolsTelemetry() if args.metrics else Telemetry(),
-    )
-    base = f"http://{args.host}:{args.port}"
-    names = ", ".join(m.name for m in models)
+    app = server_app_from_settings(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    names = ", ".join(m.name for m in settings.models)
     print(f"inferstack: serving {names} at {base} (docs: {base}/docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")
-    return 0
+    print(f"inferstack: settings {settings.summary()}", file=sys.stderr)
+    # The shared runner: SIGTERM lets in-flight requests finish, then exits 0.
+    return run(app, host=settings.host, port=settings.port, access_log=settings.access_log)
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 if __name__ == "__main__":

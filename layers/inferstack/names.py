@@ -95,3 +95,10 @@ def aws_name(name: str) -> str:
     """A model name as AWS resources that allow only lower-case letters, digits and '-'
     spell it (SageMaker endpoint and model names, for one): '_' and '.' become '-'."""
     return re.sub(r"[_.]", "-", name).lower()
+
+
+# --------------------------------------------------------------------------- AWS SDK region
+# Set by Lambda, Fargate and the CDK's Ec2TaskDefinition (awsvpc): AWS_REGION. boto3 reads
+# only AWS_DEFAULT_REGION, so the runtime's S3 client reads AWS_REGION itself (sources.py).
+ENV_AWS_REGION = "AWS_REGION"
+ENV_AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"

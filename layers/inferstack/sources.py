@@ -9,15 +9,19 @@ a later cold start in the same environment reuses a verified file.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from inferstack.constants import DEFAULT_CACHE_DIR, ENV_CACHE_DIR
 from inferstack.exceptions import ModelLoadError
+from inferstack.names import ENV_AWS_DEFAULT_REGION, ENV_AWS_REGION
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger(__name__)
 
 # hashlib, tempfile and urllib are imported where used: a model baked into the image
 # (a local path) never needs them, and they cost milliseconds of cold start.
@@ -60,7 +64,11 @@ def resolve_model_file(
         return S3ModelCache(cache_dir, s3_client).fetch(parse_s3_uri(uri))
     path = Path(uri.removeprefix("file://")).expanduser()
     if not path.is_file():
-        # The path is the operator's own configuration, but clients only see "not ready".
+        # The operator needs the URI to fix the configuration; clients (who see the
+        # load error) must not learn the host's paths, so only the log names it. On Lambda
+        # the logging module's records reach CloudWatch Logs:
+        # https://docs.aws.amazon.com/lambda/latest/dg/python-logging.html
+        logger.error("model file not found: %s", uri)
         raise ModelLoadError("model file not found")
     return path
 
@@ -164,7 +172,14 @@ def _sidecar(path: Path) -> Path:
 def _default_s3_client() -> S3Client:
     import boto3  # imported here: only S3-hosted models pay for it at cold start
 
-    return boto3.client("s3")
+    # AWS_REGION is the SDKs' standard region variable
+    # (https://docs.aws.amazon.com/sdkref/latest/guide/feature-region.html) and the only one
+    # the CDK sets on ECS-on-EC2 containers, but boto3 reads AWS_DEFAULT_REGION alone
+    # (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/configuration.html);
+    # without a region it calls the us-east-1 endpoint, which a private subnet's S3
+    # gateway endpoint does not serve.
+    region = os.environ.get(ENV_AWS_DEFAULT_REGION) or os.environ.get(ENV_AWS_REGION) or None
+    return boto3.client("s3", region_name=region)
 
 
 def _download_error(location: S3Location, exc: Exception) -> ModelLoadError:

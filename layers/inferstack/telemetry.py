@@ -12,18 +12,32 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from inferstack.constants import (
-    DEFAULT_ENVIRONMENT,
-    DEFAULT_METRICS_NAMESPACE,
+from inferstack.constants import DEFAULT_ENVIRONMENT
+from inferstack.names import (
+    DIM_ENVIRONMENT,
+    DIM_ERROR_CLASS,
+    DIM_MODEL,
+    DIM_MODEL_VERSION,
     ENV_ENVIRONMENT,
     ENV_METRICS_NAMESPACE,
+    ENV_POWERTOOLS_SERVICE,
     ENV_TRACING,
+    METRIC_COLD_START,
+    METRIC_ERRORS,
+    METRIC_LATENCY,
+    METRIC_MODEL_LATENCY,
+    METRIC_REQUEST_BYTES,
+    METRIC_REQUESTS,
+    METRIC_RESPONSE_BYTES,
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
 )
+from inferstack.settings import env_flag
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger, Metrics, Tracer
 
-SERVICE = "inferstack"
+SERVICE = SERVICE_NAME
 
 # The error class a status maps to, as the ErrorClass dimension of the Errors metric.
 ERROR_CLASSES = {
@@ -92,39 +106,43 @@ class PowertoolsTelemetry(Telemetry):
         *,
         environment: str | None = None,
         namespace: str | None = None,
+        service: str | None = None,
         tracing: bool | None = None,
     ) -> None:
+        """Arguments come from the host's Settings; None reads the process environment."""
         from aws_lambda_powertools import Logger, Metrics
         from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-        self.environment = environment or os.environ.get(ENV_ENVIRONMENT) or DEFAULT_ENVIRONMENT
-        self.namespace = (
-            namespace or os.environ.get(ENV_METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE
-        )
-        self.logger = Logger(service=SERVICE)
-        self.metrics: Metrics = Metrics(namespace=self.namespace, service=SERVICE)
-        self.metrics.set_default_dimensions(environment=self.environment)
+        env = os.environ
+        self.environment = environment or env.get(ENV_ENVIRONMENT) or DEFAULT_ENVIRONMENT
+        self.namespace = namespace or env.get(ENV_METRICS_NAMESPACE) or METRICS_NAMESPACE
+        # Passed explicitly (so a missing variable cannot make it "service_undefined"):
+        # the alarms watch the service dimension Powertools adds to every metric.
+        self.service = service or env.get(ENV_POWERTOOLS_SERVICE) or SERVICE
+        self.logger = Logger(service=self.service)
+        self.metrics: Metrics = Metrics(namespace=self.namespace, service=self.service)
+        self.metrics.set_default_dimensions(**{DIM_ENVIRONMENT: self.environment})
         # Bound once: the per-request path should not go through the import machinery.
         self._units = MetricUnit
         self._single_metric = single_metric
         self._cold = True
         if tracing is None:
-            tracing = os.environ.get(ENV_TRACING, "").lower() in ("1", "true", "yes")
-        self.tracer: Tracer | None = _make_tracer() if tracing else None
+            tracing = env_flag(env, ENV_TRACING, default=False)
+        self.tracer: Tracer | None = _make_tracer(self.service) if tracing else None
 
     def record(self, record: RequestRecord) -> None:
         metrics, unit = self.metrics, self._units
         if record.model is not None:
-            metrics.add_dimension("model", record.model)
-            metrics.add_dimension("model_version", record.model_version or "unversioned")
-        metrics.add_metric("Requests", unit.Count, 1)
-        metrics.add_metric("Latency", unit.Milliseconds, record.total_ms)
+            metrics.add_dimension(DIM_MODEL, record.model)
+            metrics.add_dimension(DIM_MODEL_VERSION, record.model_version or "unversioned")
+        metrics.add_metric(METRIC_REQUESTS, unit.Count, 1)
+        metrics.add_metric(METRIC_LATENCY, unit.Milliseconds, record.total_ms)
         if record.model_ms is not None:
-            metrics.add_metric("ModelLatency", unit.Milliseconds, record.model_ms)
-        metrics.add_metric("RequestBytes", unit.Bytes, record.request_bytes)
-        metrics.add_metric("ResponseBytes", unit.Bytes, record.response_bytes)
+            metrics.add_metric(METRIC_MODEL_LATENCY, unit.Milliseconds, record.model_ms)
+        metrics.add_metric(METRIC_REQUEST_BYTES, unit.Bytes, record.request_bytes)
+        metrics.add_metric(METRIC_RESPONSE_BYTES, unit.Bytes, record.response_bytes)
         if self._cold:
-            metrics.add_metric("ColdStart", unit.Count, 1)
+            metrics.add_metric(METRIC_COLD_START, unit.Count, 1)
             self._cold = False
         metrics.flush_metrics()
         if record.status >= 400:
@@ -132,15 +150,15 @@ class PowertoolsTelemetry(Telemetry):
 
     def _record_error(self, record: RequestRecord) -> None:
         error_class = ERROR_CLASSES.get(record.status, f"Status{record.status}")
-        dimensions = {"environment": self.environment, "model": record.model or "none"}
+        dimensions = {DIM_ENVIRONMENT: self.environment, DIM_MODEL: record.model or "none"}
         with self._single_metric(
-            name="Errors",
+            name=METRIC_ERRORS,
             unit=self._units.Count,
             value=1,
             namespace=self.namespace,
             default_dimensions=dimensions,
         ) as metric:
-            metric.add_dimension("ErrorClass", error_class)
+            metric.add_dimension(DIM_ERROR_CLASS, error_class)
 
     def trace(self, name: str) -> AbstractContextManager[Any]:
         if self.tracer is None:
@@ -148,11 +166,11 @@ class PowertoolsTelemetry(Telemetry):
         return self.tracer.provider.in_subsegment(name=name)
 
 
-def _make_tracer() -> Tracer | None:
+def _make_tracer(service: str) -> Tracer | None:
     try:
         from aws_lambda_powertools import Tracer
 
-        return Tracer(service=SERVICE)
+        return Tracer(service=service)
     except ImportError:
         logging.getLogger(__name__).warning(
             "tracing requested but aws-xray-sdk is not installed: tracing stays off"

@@ -645,10 +645,9 @@ REPEATED_DIMENSION = pytest.mark.filterwarnings(
 def test_emf_metrics_per_request(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("INFERSTACK_ENV", "functional-test")
     for name in ("POWERTOOLS_METRICS_DISABLED", "POWERTOOLS_DEV", "POWERTOOLS_METRICS_NAMESPACE"):
         monkeypatch.delenv(name, raising=False)
-    handler = build_handler()
+    handler = build_handler(INFERSTACK_ENV="functional-test")
     capsys.readouterr()
 
     body = EXAMPLE_REQUEST.read_text()

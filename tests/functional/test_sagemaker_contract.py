@@ -152,7 +152,9 @@ def test_tritonclient_binary_through_api_gateway_loses_nothing(one_model: TestCl
     )
     assert response.status_code == 200, response.text
     length = int(response.headers[ATTRIBUTES])
-    result = triton.InferenceServerClient.parse_response_body(response.content, header_length=length)
+    result = triton.InferenceServerClient.parse_response_body(
+        response.content, header_length=length
+    )
     direct = one_model.post("/v2/models/wine/infer", content=EXAMPLE_REQUEST.read_bytes()).json()
     (expected,) = [o for o in direct["outputs"] if o["name"] == "probabilities"]
     np.testing.assert_allclose(

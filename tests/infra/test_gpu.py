@@ -519,25 +519,6 @@ def _entrypoint() -> ModuleType:
     return module
 
 
-def test_sagemaker_serve_argument_starts_the_server_on_all_interfaces() -> None:
-    entry = _entrypoint()
-    env = {
-        "INFERSTACK_MODEL_NAME": "resnet50",
-        "INFERSTACK_MODEL_URI": "s3://bucket/models/resnet50/model.onnx",
-    }
-    command = entry.serve_command(["serve"], env)
-    assert command[1:5] == ["-m", "inferstack.cli", "serve", "--host"]
-    assert command[command.index("--host") + 1] == "0.0.0.0"
-    assert command[command.index("--port") + 1] == "8080"
-    assert command[command.index("--model") + 1] == (
-        "resnet50=s3://bucket/models/resnet50/model.onnx"
-    )
-    bound = entry.serve_command(["serve"], {**env, "SAGEMAKER_BIND_TO_PORT": "9090"})
-    assert bound[bound.index("--port") + 1] == "9090"
-    assert "--model" not in entry.serve_command(["serve"], {})  # the bundled demo model
-    assert entry.serve_command(["--help"], env)[3:] == ["--help"]
-
-
 def test_image_declares_the_sagemaker_contract() -> None:
     dockerfile = (ROOT / "gpu_endpoints" / "Dockerfile").read_text()
     assert "LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true" in dockerfile

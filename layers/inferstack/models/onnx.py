@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inferstack.constants import ENV_INTRA_OP_THREADS
 from inferstack.exceptions import BadRequestError, InferenceError, ModelLoadError
 from inferstack.models.base import Model, Tensors
 from inferstack.models.cpus import available_cpus
@@ -54,11 +53,13 @@ class OnnxModel(Model):
         version: str | None = None,
         *,
         threads: int | None = None,
+        cache_dir: str | None = None,
         warmup: bool = True,
     ) -> None:
         super().__init__(name, version)
         self.uri = str(uri)
         self.threads = threads
+        self.cache_dir = cache_dir
         self.warmup = warmup
         self.path: Path | None = None
         self._session: ort.InferenceSession | None = None
@@ -72,9 +73,9 @@ class OnnxModel(Model):
     def load(self) -> None:
         import onnxruntime as ort
 
-        self.path = resolve_model_file(self.uri)
+        self.path = resolve_model_file(self.uri, cache_dir=self.cache_dir)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self._thread_count()
+        options.intra_op_num_threads = self.threads or available_cpus()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
@@ -155,10 +156,6 @@ class OnnxModel(Model):
         }
         results = session.run_with_ort_values(names, feed)
         return [_ortvalue_to_numpy(value) for value in results]
-
-    def _thread_count(self) -> int:
-        configured = self.threads or int(os.environ.get(ENV_INTRA_OP_THREADS) or 0)
-        return configured or available_cpus()
 
     def _warm_up(self, session: ort.InferenceSession) -> None:
         """One run on zeros so the first real request does not pay for lazy init."""

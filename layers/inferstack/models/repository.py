@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from inferstack.exceptions import ModelNotFoundError, ModelNotReadyError
 from inferstack.models.base import Model
+from inferstack.names import model_name_problem
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -18,6 +19,10 @@ class ModelRepository:
             self.add(model)
 
     def add(self, model: Model) -> None:
+        # Hosts refuse such names at start with the setting named; this holds for any caller.
+        problem = model_name_problem(model.name)
+        if problem:
+            raise ValueError(problem)
         if model.name in self._models:
             raise ValueError(f"two models are named {model.name!r}")
         self._models[model.name] = model
