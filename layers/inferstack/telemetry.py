@@ -18,6 +18,7 @@ from inferstack.names import (
     DIM_ERROR_CLASS,
     DIM_MODEL,
     DIM_MODEL_VERSION,
+    DIM_SERVICE,
     ENV_ENVIRONMENT,
     ENV_METRICS_NAMESPACE,
     ENV_POWERTOOLS_SERVICE,
@@ -150,7 +151,13 @@ class PowertoolsTelemetry(Telemetry):
 
     def _record_error(self, record: RequestRecord) -> None:
         error_class = ERROR_CLASSES.get(record.status, f"Status{record.status}")
-        dimensions = {DIM_ENVIRONMENT: self.environment, DIM_MODEL: record.model or "none"}
+        # service explicitly: single_metric adds it only when POWERTOOLS_SERVICE_NAME is set,
+        # and the alarms need the exact dimension set wherever the server runs.
+        dimensions = {
+            DIM_SERVICE: self.service,
+            DIM_ENVIRONMENT: self.environment,
+            DIM_MODEL: record.model or "none",
+        }
         with self._single_metric(
             name=METRIC_ERRORS,
             unit=self._units.Count,
