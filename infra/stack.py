@@ -11,7 +11,8 @@ from infra.config import EcsModel, LambdaModel, SageMakerModel, Target
 from infra.constructs.api import InferenceApi
 from infra.constructs.drift import DriftCheck
 from infra.constructs.ecs_model import EcsGpuService, GpuNetwork
-from infra.constructs.lambda_model import LambdaInference, inference_image
+from infra.constructs.images import inference_image
+from infra.constructs.lambda_model import LambdaInference
 from infra.constructs.model_store import ModelStore
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.promoter import ModelPromoter

@@ -41,7 +41,7 @@ from cdk_nag import NagSuppressions
 from constructs import Construct
 
 from infra.config import API_INTEGRATION_TIMEOUT_S, AuthMode, Target
-from infra.constructs.common import log_retention, removal_policy
+from infra.constructs.common import log_retention, removal_policy, rest_api_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,11 +61,6 @@ SERVER_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v2/repository/index"),
 )
 LIVE_PATH = "/v2/health/live"
-
-
-def rest_api_name(env_name: str) -> str:
-    """The API's name: also the ApiName dimension of its CloudWatch metrics."""
-    return f"inferstack-{env_name}"
 
 
 def model_routes(name: str, *, versions: bool = True) -> list[tuple[str, str]]:

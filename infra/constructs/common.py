@@ -1,4 +1,9 @@
-"""Small helpers every construct module shares."""
+"""Small helpers the construct modules share.
+
+Removal and retention policies, the dead-letter queue, the nag suppression of prefix-scoped
+object grants (every role that reads or writes the model bucket), and names that several
+constructs must agree on.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ from typing import TYPE_CHECKING
 import aws_cdk as cdk
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
-from cdk_nag import NagPackSuppression, NagSuppressions
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 from infra.config import RemovalPolicy
 
 if TYPE_CHECKING:
+    from aws_cdk import aws_iam as iam
     from constructs import Construct
 
     from infra.config import Environment
@@ -72,3 +78,30 @@ def dead_letter_queue(scope: Construct, *, holds: str) -> sqs.Queue:
         ],
     )
     return queue
+
+
+def rest_api_name(env_name: str) -> str:
+    """The API's name: also the ApiName dimension of its CloudWatch metrics."""
+    return f"inferstack-{env_name}"
+
+
+def suppress_object_wildcards(role: iam.IRole, prefixes: list[str], reason: str) -> None:
+    """Accept `<bucket ARN>/<prefix>*` resources: prefix-scoped object grants, by design."""
+    NagSuppressions.add_resource_suppressions(
+        role,
+        [
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason=reason,
+                applies_to=[
+                    RegexAppliesTo(regex=f"/^Resource::<[A-Za-z0-9]+\\.Arn>\\/{_regex(p)}.*\\*$/")
+                    for p in prefixes
+                ],
+            )
+        ],
+        apply_to_children=True,
+    )
+
+
+def _regex(text: str) -> str:
+    return "".join(c if c.isalnum() else f"\\{c}" for c in text)

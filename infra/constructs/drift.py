@@ -22,22 +22,19 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from inferstack.names import (
+    BASELINES_PREFIX,
+    CAPTURE_PREFIX,
     ENV_ENVIRONMENT,
     ENV_METRICS_NAMESPACE,
     ENV_MODEL_BUCKET,
     ENV_POWERTOOLS_SERVICE,
     METRICS_NAMESPACE,
+    REPORTS_PREFIX,
     SERVICE_NAME,
 )
-from infra.constructs.common import dead_letter_queue
-from infra.constructs.lambda_model import (
-    execution_role,
-    function_image,
-    function_log_group,
-    lambda_architecture,
-    suppress_object_wildcards,
-)
-from infra.constructs.model_store import BASELINES_PREFIX, CAPTURE_PREFIX, REPORTS_PREFIX
+from infra.constructs.common import dead_letter_queue, suppress_object_wildcards
+from infra.constructs.function import execution_role, function_log_group
+from infra.constructs.images import function_image, lambda_architecture
 
 if TYPE_CHECKING:
     from infra.config import Environment, ModelBase

@@ -21,12 +21,12 @@ from constructs import Construct
 
 from inferstack.names import METRICS_NAMESPACE
 from infra.constructs.common import log_retention, removal_policy
-from infra.constructs.sagemaker_model import (
+from infra.constructs.gpu_serving import (
     capture_prefix,
     gpu_container_environment,
-    gpu_image,
     suppress_model_role_wildcards,
 )
+from infra.constructs.images import gpu_image
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -43,8 +43,7 @@ from inferstack.names import (
     SERVICE_NAME,
 )
 from inferstack.telemetry import ERROR_CLASSES
-from infra.constructs.api import rest_api_name
-from infra.constructs.common import removal_policy
+from infra.constructs.common import removal_policy, rest_api_name
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

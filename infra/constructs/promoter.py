@@ -28,22 +28,15 @@ from inferstack.names import (
     ENV_POWERTOOLS_SERVICE,
     ENV_TARGETS,
     METRICS_NAMESPACE,
-    SERVICE_NAME,
-)
-from infra.config import ModelBase, Target
-from infra.constructs.common import dead_letter_queue
-from infra.constructs.lambda_model import (
-    execution_role,
-    function_image,
-    function_log_group,
-    lambda_architecture,
-    suppress_object_wildcards,
-)
-from infra.constructs.model_store import (
     MODELS_PREFIX,
     RELEASES_PREFIX,
+    SERVICE_NAME,
     UPLOADS_PREFIX,
 )
+from infra.config import ModelBase, Target
+from infra.constructs.common import dead_letter_queue, suppress_object_wildcards
+from infra.constructs.function import execution_role, function_log_group
+from infra.constructs.images import function_image, lambda_architecture
 
 if TYPE_CHECKING:
     from aws_cdk import aws_ecs as ecs

@@ -12,38 +12,23 @@ from typing import TYPE_CHECKING
 import aws_cdk as cdk
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 
-from inferstack.names import (
-    CAPTURE_PREFIX,
-    ENV_ENVIRONMENT,
-    ENV_MAX_BATCH_SIZE,
-    ENV_MAX_QUEUE_DELAY_US,
-    ENV_METRICS_NAMESPACE,
-    ENV_MODEL_NAME,
-    ENV_MODEL_URI,
-    ENV_POWERTOOLS_SERVICE,
-    METRICS_NAMESPACE,
-    MODELS_PREFIX,
-    SERVICE_NAME,
-)
+from inferstack.names import METRICS_NAMESPACE
 from infra.config import sagemaker_endpoint_name
-from infra.constructs.lambda_model import (
-    REPO_ROOT,
-    build_context_excludes,
-    suppress_object_wildcards,
+from infra.constructs.gpu_serving import (
+    capture_prefix,
+    gpu_container_environment,
+    suppress_model_role_wildcards,
 )
+from infra.constructs.images import gpu_image
 
 if TYPE_CHECKING:
-    from infra.config import EcsModel, Environment, SageMakerModel
+    from infra.config import Environment, SageMakerModel
     from infra.constructs.model_store import ModelStore
-
-GPU_DOCKERFILE = "gpu_endpoints/Dockerfile"
-_GPU_IMAGE_ID = "GpuImage"
 
 # UpdateEndpoint keeps traffic only if the variant name stays the same.
 VARIANT_NAME = "live"
@@ -58,48 +43,6 @@ SCALING_SERVICE_LINKED_ROLE = (
 # GPU families g4dn/g5/g6/g6e/p4d/p5 all have it; "d" in the suffix marks the rest (m5d, c6id).
 _INSTANCE_STORE_FAMILIES = re.compile(r"^(g4dn|g4ad|g5|g6|g6e|p3dn|p4d|p4de|p5|p5e|p5en|trn\d.*)$")
 _D_SUFFIX = re.compile(r"^[a-z]+\d+[a-z]*d[a-z]*$")
-
-
-def gpu_image(scope: Construct) -> ecr_assets.DockerImageAsset:
-    """The GPU serving image (gpu_endpoints/Dockerfile), one asset per stack.
-
-    SageMaker endpoints and ECS services share it, so a stack builds and pushes it once.
-    """
-    stack = cdk.Stack.of(scope)
-    existing = stack.node.try_find_child(_GPU_IMAGE_ID)
-    if isinstance(existing, ecr_assets.DockerImageAsset):
-        return existing
-    return ecr_assets.DockerImageAsset(
-        stack,
-        _GPU_IMAGE_ID,
-        directory=str(REPO_ROOT),
-        file=GPU_DOCKERFILE,
-        platform=ecr_assets.Platform.LINUX_AMD64,
-        # gpu_endpoints/Dockerfile.dockerignore: only what the image copies is staged and
-        # hashed, so edits elsewhere in the repository neither rebuild nor re-push it.
-        exclude=list(build_context_excludes(GPU_DOCKERFILE)),
-        ignore_mode=cdk.IgnoreMode.DOCKER,
-    )
-
-
-def gpu_container_environment(
-    config: Environment, model: SageMakerModel | EcsModel, store: ModelStore
-) -> dict[str, str]:
-    """What the serving container reads (layers/inferstack settings + batching)."""
-    return {
-        ENV_MODEL_NAME: model.name,
-        ENV_MODEL_URI: store.model_uri(model),
-        ENV_ENVIRONMENT: config.name,
-        ENV_MAX_BATCH_SIZE: str(model.batching.max_batch_size),
-        ENV_MAX_QUEUE_DELAY_US: str(model.batching.max_queue_delay_us),
-        ENV_POWERTOOLS_SERVICE: SERVICE_NAME,
-        ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
-    }
-
-
-def capture_prefix(model: SageMakerModel | EcsModel) -> str:
-    """Where this model's sampled traffic goes (capture/<model>/), for drift checks."""
-    return f"{CAPTURE_PREFIX}{model.name}/"
 
 
 def has_instance_storage(instance_type: str) -> bool:
@@ -402,30 +345,3 @@ class SageMakerEndpoint(Construct):
             ],
             apply_to_children=True,
         )
-
-
-def suppress_model_role_wildcards(role: iam.IRole, model: SageMakerModel | EcsModel) -> None:
-    """Accept what a serving role needs: its own model's objects, capture writes under SSE-KMS."""
-    suppress_object_wildcards(
-        role,
-        [f"{MODELS_PREFIX}{model.name}/", capture_prefix(model)],
-        reason=(
-            f"Object access is limited to this model's own prefixes: {MODELS_PREFIX}"
-            f"{model.name}/ (read) and {capture_prefix(model)} (sampled traffic for drift "
-            "checks)."
-        ),
-    )
-    NagSuppressions.add_resource_suppressions(
-        role,
-        [
-            NagPackSuppression(
-                id="AwsSolutions-IAM5",
-                reason=(
-                    "kms:GenerateDataKey* and kms:ReEncrypt* on the model bucket's key only: "
-                    "SSE-KMS writes of captured traffic need a data key."
-                ),
-                applies_to=["Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"],
-            )
-        ],
-        apply_to_children=True,
-    )

@@ -23,7 +23,8 @@ from cdk_nag import AwsSolutionsChecks
 
 from infra.config import Environment, Target
 from infra.constructs.drift import DriftCheck
-from infra.constructs.lambda_model import LambdaInference, inference_image
+from infra.constructs.images import inference_image
+from infra.constructs.lambda_model import LambdaInference
 from infra.constructs.model_store import ModelStore
 from infra.constructs.promoter import ModelPromoter
 
