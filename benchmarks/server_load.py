@@ -159,22 +159,13 @@ def _wait_minimal(
     port: int, server: subprocess.Popen[bytes], model: BenchModel, timeout: float = 60
 ) -> None:
     """The minimal server has one route: ready when an infer request answers 200."""
-    body = json_request_body(model.input_name, model_input(model))
-    url = f"http://127.0.0.1:{port}/v2/models/{model.name}/infer"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the minimal server exited with {server.returncode}")
-        request = urllib.request.Request(url, data=body, method="POST")
-        request.add_header("content-type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"the minimal server was not ready within {timeout} s")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/models/{model.name}/infer",
+        data=json_request_body(model.input_name, model_input(model)),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    _wait_for(request, server, "the minimal server", timeout)
 
 
 def _free_port() -> int:
@@ -184,19 +175,26 @@ def _free_port() -> int:
 
 
 def _wait_ready(port: int, server: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/health/ready")
+    _wait_for(request, server, "inferstack serve", timeout)
+
+
+def _wait_for(
+    request: urllib.request.Request, server: subprocess.Popen[bytes], what: str, timeout: float
+) -> None:
+    """Poll until `request` answers 200; fail early when the server exits."""
     deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}/v2/health/ready"
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"inferstack serve exited with {server.returncode}")
+            raise RuntimeError(f"{what} exited with {server.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(request, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"inferstack serve was not ready within {timeout} s")
+    raise TimeoutError(f"{what} was not ready within {timeout} s")
 
 
 def _spec(label: str, model: BenchModel, kind: str, port: int, pid: int) -> dict[str, Any]:
