@@ -122,6 +122,10 @@ class PowertoolsTelemetry(Telemetry):
         self.service = service or env.get(ENV_POWERTOOLS_SERVICE) or SERVICE
         self.logger = Logger(service=self.service)
         self.metrics: Metrics = Metrics(namespace=self.namespace, service=self.service)
+        # Powertools keeps metric state per process, shared by every Metrics object: a new
+        # telemetry replaces the old one's default dimensions rather than adding to them.
+        self.metrics.clear_default_dimensions()
+        self.metrics.clear_metrics()
         self.metrics.set_default_dimensions(**{DIM_ENVIRONMENT: self.environment})
         # Bound once: the per-request path should not go through the import machinery.
         self._units = MetricUnit
