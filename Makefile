@@ -13,7 +13,7 @@ CDK    := node_modules/.bin/cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
-.PHONY: install serve test test-gpu gpu-present bench lint format synth deploy diff destroy clean
+.PHONY: install serve test test-gpu gpu-present bench mutation lint format synth deploy diff destroy clean
 
 install: $(DEV_STAMP)
 
@@ -76,6 +76,11 @@ deploy: $(DEV_STAMP) $(CDK)  ## needs AWS credentials and a bootstrapped account
 
 destroy: $(DEV_STAMP) $(CDK)
 	$(CDK) destroy -c env=$(ENV)
+
+# Mutation score of the runtime's core modules (not CI: about an hour for all six on two
+# cores). make mutation MODULE=codec, or MODULE="codec v1"; tests/mutation/run.sh says how.
+mutation: $(DEV_STAMP)
+	tests/mutation/run.sh $(MODULE)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

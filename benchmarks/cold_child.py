@@ -104,7 +104,8 @@ def profile(event_path: str, body_path: str) -> float:
     repository = ModelRepository([model])
     repository.load_all()
     mark("InferenceSession (model load)")
-    model._warm_up()
+    assert model._session is not None
+    model._warm_up(model._session)
     mark("warm-up run")
     dataplane = DataPlane(
         repository, max_request_bytes=settings.max_request_bytes, telemetry=telemetry

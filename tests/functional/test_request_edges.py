@@ -36,6 +36,7 @@ from .conftest import (
     outputs_from_json,
     reference_rows,
 )
+from .protocol_models import write_scale
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,6 +54,23 @@ def identity_model(path: Path, elem: int, shape: list[Any], outputs: int = 1) ->
         "identity",
         [helper.make_tensor_value_info("x", elem, shape)],
         [helper.make_tensor_value_info(name, elem, shape) for name in names],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def ragged_model(path: Path) -> Path:
+    """x FP32 [n, 2] -> y = x ([n, 2]) and t = x transposed ([2, n])."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Transpose", ["x"], ["t"])],
+        "ragged",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2]),
+            helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, "n"]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -92,7 +110,8 @@ def test_base64_bodies_are_decoded_strictly(demo_handler: Any) -> None:
     encoded = base64.b64encode(json_infer_body(reference_rows(1)).encode()).decode()
     event = http_event(HTTP, "POST", INFER, headers=JSON_HEADERS)
     event["body"], event["isBase64Encoded"] = encoded[:8] + "!" + encoded[8:], True
-    assert_error_reply(invoke(demo_handler, event), 400, "base64")
+    message = assert_error_reply(invoke(demo_handler, event), 400)
+    assert message == "body is marked base64 but is not valid base64"
     event["body"] = encoded
     assert invoke(demo_handler, event).status == 200
 
@@ -128,7 +147,15 @@ def test_base_path_is_stripped_only_as_a_whole_path_segment(source: str) -> None
 @pytest.mark.parametrize("body", ["[[1, 2, 3]]", '"instances"', '{"instances": []}', "{}"])
 def test_v1_bodies_that_are_not_an_instances_object(demo_handler: Any, body: str) -> None:
     event = http_event(REST, "POST", "/v1/models/wine:predict", body=body, headers=JSON_HEADERS)
-    assert_error_reply(invoke(demo_handler, event), 400, "instances")
+    message = assert_error_reply(invoke(demo_handler, event), 400)
+    # The whole message: it is the only description of the v1 body a client gets.
+    assert message == 'v1 predict needs {"instances": [...]} with at least one instance'
+
+
+def test_v1_data_errors_name_the_input(demo_handler: Any) -> None:
+    body = '{"instances": [["not", "numbers"]]}'
+    event = http_event(REST, "POST", "/v1/models/wine:predict", body=body, headers=JSON_HEADERS)
+    assert_error_reply(invoke(demo_handler, event), 400, "input 'features'", "FP32")
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +172,11 @@ def v1_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         ModelConfig(
             "bf16", str(identity_model(folder / "b.onnx", TensorProto.BFLOAT16, ["n", 2])), "1"
         ),
+        ModelConfig(
+            "pairs", str(identity_model(folder / "t2.onnx", TensorProto.STRING, ["n", 2])), "1"
+        ),
+        ModelConfig("ragged", str(ragged_model(folder / "r.onnx")), "1"),
+        ModelConfig("scale", str(write_scale(folder / "scale.onnx")), "1"),
     ]
     app = server_app(models, max_request_bytes=1 << 20, load_in_background=False)
     with TestClient(app) as client:
@@ -166,12 +198,47 @@ def test_v1_several_outputs_answer_an_object_per_instance(v1_client: TestClient)
 
 
 def test_v1_strings_and_bf16(v1_client: TestClient) -> None:
-    text = v1_client.post("/v1/models/text:predict", json={"instances": ["héllo", "wörld"]})
+    # Text comes back as sent, a trailing NUL included (numpy's fixed-width strings drop it).
+    words = ["héllo", "wörld", "padded\x00"]
+    text = v1_client.post("/v1/models/text:predict", json={"instances": words})
     assert text.status_code == 200, text.text
-    assert text.json() == {"predictions": ["héllo", "wörld"]}
+    assert text.json() == {"predictions": words}
     bf16 = v1_client.post("/v1/models/bf16:predict", json={"instances": [[1.5, -2.0]]})
     assert bf16.status_code == 200, bf16.text
     assert bf16.json() == {"predictions": [[1.5, -2.0]]}
+
+
+def test_v1_rows_of_two_strings_keep_their_rows(v1_client: TestClient) -> None:
+    instances = [["a", "b"], ["c", "d"], ["e", "f"]]
+    response = v1_client.post("/v1/models/pairs:predict", json={"instances": instances})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": instances}
+
+
+def test_v1_outputs_with_other_row_counts_are_refused_with_the_v2_route(
+    v1_client: TestClient,
+) -> None:
+    """`ragged` answers x and its transpose: as many rows as instances only for two."""
+    two = v1_client.post("/v1/models/ragged:predict", json={"instances": [[1, 2], [3, 4]]})
+    assert two.status_code == 200, two.text
+    assert two.json() == {
+        "predictions": [{"y": [1.0, 2.0], "t": [1.0, 3.0]}, {"y": [3.0, 4.0], "t": [2.0, 4.0]}]
+    }
+    three = v1_client.post("/v1/models/ragged:predict", json={"instances": [[1, 2]] * 3})
+    assert three.status_code == 400, three.text
+    message = three.json()["error"]
+    assert "one row per instance" in message and "/v2/models/ragged/infer" in message
+
+
+@pytest.mark.parametrize(
+    "instances", [[1.0, 2.0], [[1.0, 2.0]], ["three"]], ids=["two", "a-row", "text"]
+)
+def test_v1_errors_for_a_scalar_input_name_the_input(
+    v1_client: TestClient, instances: list[Any]
+) -> None:
+    response = v1_client.post("/v1/models/scale:predict", json={"instances": instances})
+    assert response.status_code == 400, response.text
+    assert "input 's'" in response.json()["error"]
 
 
 # --------------------------------------------------------------------- sizes

@@ -140,13 +140,21 @@ def array_from_json(data: Any, datatype: str, what: str) -> np.ndarray:
         if datatype == BYTES:
             return _strings_to_bytes(data, what)
         if datatype == BF16:
-            return float_to_bf16(np.array(data, dtype=np.float32))
+            return float_to_bf16(_numbers(data, what).astype(np.float32))
         target = NUMPY_DTYPES[datatype]
         if target.kind == "f":
-            return np.array(data, dtype=target)
+            return _numbers(data, what).astype(target, copy=False)
         return _exact_array(data, datatype, target, what)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequestError(f"{what}: data does not fit datatype {datatype} ({exc})") from None
+
+
+def _numbers(data: Any, what: str) -> np.ndarray:
+    """JSON numbers as an array; numpy would turn null (and numeric text) into floats."""
+    array = np.array(data)
+    if array.dtype.kind not in "biuf":
+        raise BadRequestError(f"{what}: data must hold numbers only, not null or text")
+    return array
 
 
 def _exact_array(data: Any, datatype: str, target: np.dtype, what: str) -> np.ndarray:
