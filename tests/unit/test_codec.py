@@ -226,7 +226,7 @@ def test_raw_binary_request_fills_the_variable_dimension() -> None:
         (
             b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["a"]}]}',
             None,
-            "numbers only, not null or text",
+            "does not fit datatype FP32",
         ),
         (
             b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1.5]}]}',
