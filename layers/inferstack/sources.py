@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from inferstack.constants import DEFAULT_CACHE_DIR, ENV_CACHE_DIR
+from inferstack.constants import DEFAULT_CACHE_DIR
 from inferstack.exceptions import ModelLoadError
-from inferstack.names import ENV_AWS_DEFAULT_REGION, ENV_AWS_REGION
+from inferstack.names import ENV_AWS_DEFAULT_REGION, ENV_AWS_REGION, ENV_CACHE_DIR
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

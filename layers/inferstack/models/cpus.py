@@ -10,7 +10,8 @@ import math
 import os
 from pathlib import Path
 
-from inferstack.constants import ENV_LAMBDA_MEMORY_MB, LAMBDA_MB_PER_VCPU
+from inferstack.constants import LAMBDA_MB_PER_VCPU
+from inferstack.names import ENV_LAMBDA_MEMORY_MB
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
