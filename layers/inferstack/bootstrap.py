@@ -74,7 +74,8 @@ def server_app(
     from inferstack.server.app import create_app
 
     repository = ModelRepository(
-        OnnxModel(m.name, m.uri, m.version, threads=threads, cache_dir=cache_dir) for m in models
+        (OnnxModel(m.name, m.uri, m.version, threads=threads, cache_dir=cache_dir) for m in models),
+        recheck_in_background=True,
     )
     dataplane = DataPlane(repository, max_request_bytes=max_request_bytes, telemetry=telemetry)
     if not load_in_background:

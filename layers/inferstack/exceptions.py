@@ -65,6 +65,10 @@ class ModelLoadError(InferStackError):
     status_code = 503
 
 
+class NoReleaseYet(ModelLoadError):
+    """The model is deployed but has no release yet (its live pointer does not exist)."""
+
+
 class InferenceError(InferStackError):
     """The backend failed on input that passed validation (a server-side fault)."""
 

@@ -73,6 +73,22 @@ CAPTURE_PREFIX = "capture/"
 BASELINES_PREFIX = "baselines/"
 REPORTS_PREFIX = "drift-reports/"
 
+# Releases (inferstack.release writes them; serving hosts read only the pointer's and the
+# manifest's "release" and "artifact" fields to find what to load).
+# releases/<model>/live.json: the live pointer; releases/<model>/<id>/manifest.json: one
+# immutable release; models/<model>/<sha256>/<file>: content-addressed artifacts.
+LIVE_POINTER_FILE = "live.json"
+MANIFEST_FILE = "manifest.json"
+
+
+def live_pointer_key(model: str) -> str:
+    return f"{RELEASES_PREFIX}{model}/{LIVE_POINTER_FILE}"
+
+
+def manifest_key(model: str, release: str) -> str:
+    return f"{RELEASES_PREFIX}{model}/{release}/{MANIFEST_FILE}"
+
+
 # --------------------------------------------------------------------------- model names
 # One rule everywhere (CLI, Lambda, CDK configuration): a name is one URL path segment
 # that needs no quoting, and maps onto every AWS name derived from it (see aws_name).

@@ -57,12 +57,17 @@ class SageMakerHost:
         self.dataplane = dataplane
 
     def ping(self) -> HttpResponse:
-        """200 with an empty body once every model serves; 503 {"error"} until then.
+        """200 with an empty body once every model serves or has no release yet; 503
+        {"error"} while one loads or after its release failed to load.
 
+        A model with no release yet is healthy: a first deploy on an empty bucket must
+        come up (SageMaker fails the endpoint when /ping is not 200 within its start-up
+        health-check timeout), and the first release then loads with no other step.
         Not accounted in the metrics: SageMaker pings every few seconds.
         """
-        response = self.dataplane.ready()
-        return _PING_OK if response.status == 200 else response
+        if self.dataplane.repository.up():
+            return _PING_OK
+        return self.dataplane.ready()
 
     async def ainvoke(self, request: HttpRequest) -> HttpResponse:
         """Serve one /invocations request on an event loop (inference off it when slow)."""

@@ -82,20 +82,25 @@ class S3ModelCache:
         self.root = Path(cache_dir or os.environ.get(ENV_CACHE_DIR) or DEFAULT_CACHE_DIR)
         self._client = s3_client
 
-    def fetch(self, location: S3Location) -> Path:
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            self._client = _default_s3_client()
+        return self._client
+
+    def fetch(self, location: S3Location, target: Path | None = None) -> Path:
+        """The object's local copy; `target` places it (a bundle's files sit side by side)."""
         import base64
         import hashlib
         import tempfile
 
-        client = self._client
         if location.version_id is None:
             # An unpinned key can change under us: key the cache on what is there now.
-            client = client or _default_s3_client()
-            location = self._pin(client, location)
-        target = self._path_for(location)
+            location = self._pin(self.client, location)
+        target = target or self._path_for(location)
         if self._verified(target):
             return target
-        client = client or _default_s3_client()
+        client = self.client
         extra: dict[str, Any] = {"VersionId": location.version_id} if location.version_id else {}
         if location.etag:
             extra["IfMatch"] = f'"{location.etag}"'  # what was pinned, or fail: no mix-ups
@@ -104,7 +109,7 @@ class S3ModelCache:
                 Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED", **extra
             )
         except Exception as exc:  # botocore's ClientError and connection errors alike
-            raise _download_error(location, exc) from exc
+            raise download_error(location, exc) from exc
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".part-")
@@ -148,6 +153,12 @@ class S3ModelCache:
         return self.root / name / f"model{suffix}"
 
     @staticmethod
+    def recorded_sha256(path: Path) -> str | None:
+        """The SHA-256 (hex) recorded when `path` was downloaded, if it was."""
+        sidecar = _sidecar(path)
+        return sidecar.read_text().strip() if sidecar.is_file() else None
+
+    @staticmethod
     def _verified(path: Path) -> bool:
         sidecar = _sidecar(path)
         if not (path.is_file() and sidecar.is_file()):
@@ -182,7 +193,7 @@ def _default_s3_client() -> S3Client:
     return boto3.client("s3", region_name=region)
 
 
-def _download_error(location: S3Location, exc: Exception) -> ModelLoadError:
+def download_error(location: S3Location, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"could not download the model from {location.uri}: {_aws_reason(exc)}")
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from time import perf_counter, thread_time
+from time import monotonic, perf_counter, thread_time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from inferstack.exceptions import BadRequestError, InferStackError
+from inferstack.exceptions import BadRequestError, InferStackError, NoReleaseYet
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +42,9 @@ class Model(ABC):
         self.version = version
         self.ready = False
         self.error: str | None = None
+        # No release to load yet (not a failure); when the pointer was last looked at.
+        self.awaiting_release = False
+        self.release_checked = 0.0
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -139,8 +142,14 @@ class Model(ABC):
 
     def load_safely(self) -> bool:
         """Load, recording (not raising) a failure, so one bad model leaves the others up."""
+        self.awaiting_release = False
         try:
             self.load()
+        except NoReleaseYet as exc:
+            # Deployed before its first release: up, not ready, and nothing is wrong.
+            self.awaiting_release, self.ready, self.error = True, False, exc.message
+            self.release_checked = monotonic()
+            logger.info("model %s: %s", self.name, exc.message)
         except InferStackError as exc:
             self._fail(exc.message)
         except Exception as exc:

@@ -15,6 +15,7 @@ from inferstack.models.base import Model, Tensors
 from inferstack.models.cpus import available_cpus
 from inferstack.protocol.datatypes import BF16, BYTES, NUMPY_DTYPES, ONNX_BFLOAT16, ONNX_TYPES
 from inferstack.protocol.types import TensorSpec
+from inferstack.release_pointer import fetch_release, is_release_uri
 from inferstack.sources import resolve_model_file
 
 if TYPE_CHECKING:
@@ -73,7 +74,11 @@ class OnnxModel(Model):
     def load(self) -> None:
         import onnxruntime as ort
 
-        self.path = resolve_model_file(self.uri, cache_dir=self.cache_dir)
+        if is_release_uri(self.uri):
+            # A release: clients see its id as the model's version.
+            self.path, self.version = fetch_release(self.uri, cache_dir=self.cache_dir)
+        else:
+            self.path = resolve_model_file(self.uri, cache_dir=self.cache_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads or available_cpus()
         options.inter_op_num_threads = 1

@@ -1,0 +1,102 @@
+"""How a serving host finds the release it loads: the model's live pointer, or one release.
+
+The CDK app points every target at `s3://<bucket>/releases/<model>/live.json`, so a host
+that starts (a new Lambda execution environment, a replaced task, a `cdk deploy`) loads
+whatever release is live then: a deploy never undoes a promotion. A rollout pins a target
+to one release with `s3://<bucket>/releases/<model>/<id>/manifest.json`, so a Lambda
+version or a task definition keeps serving the release it was made for.
+
+Either record is JSON written by inferstack.release; this module reads only its "release"
+id and its "artifact" (and "files": a bundle's external-data files), downloads them through
+the checksummed cache and checks the SHA-256 the release recorded. It must not import
+inferstack.release (the inference image does not ship it).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from inferstack.exceptions import ModelLoadError, NoReleaseYet
+from inferstack.names import LIVE_POINTER_FILE, MANIFEST_FILE, RELEASES_PREFIX
+from inferstack.sources import S3Location, S3ModelCache, parse_s3_uri
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from mypy_boto3_s3 import S3Client
+
+
+class ReleasedModel(NamedTuple):
+    path: Path
+    release: str
+
+
+def is_release_uri(uri: str) -> bool:
+    """`s3://b/releases/<model>/live.json` or `s3://b/releases/<model>/<id>/manifest.json`."""
+    if not uri.startswith("s3://"):
+        return False
+    key = uri[5:].partition("/")[2].partition("?")[0]
+    return key.startswith(RELEASES_PREFIX) and key.rpartition("/")[2] in (
+        LIVE_POINTER_FILE,
+        MANIFEST_FILE,
+    )
+
+
+def fetch_release(
+    uri: str, *, cache_dir: str | Path | None = None, s3_client: S3Client | None = None
+) -> ReleasedModel:
+    """Download the release `uri` names (once per environment) and return its model file."""
+    location = parse_s3_uri(uri)
+    cache = S3ModelCache(cache_dir, s3_client)
+    record = _read_record(cache.client, location)
+    try:
+        release = str(record["release"])
+        artifact: dict[str, Any] = record["artifact"]
+        model = _artifact_location(location, artifact)
+        files = [_artifact_location(location, item) for item in record.get("files") or ()]
+    except (KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{location.uri} is not a release record (missing {exc})") from exc
+    path = cache.fetch(model)
+    _check_sha256(cache, path, artifact, location)
+    for item, file_location in zip(record.get("files") or (), files, strict=True):
+        # External data sits beside the model file, under the name the model gives it.
+        name = str(item["name"])
+        if "/" in name or name in ("", ".", ".."):
+            raise ModelLoadError(f"{location.uri}: file name {name!r} is not allowed")
+        extra = cache.fetch(file_location, target=path.with_name(name))
+        _check_sha256(cache, extra, item, location)
+    return ReleasedModel(path, release)
+
+
+def _read_record(client: S3Client, location: S3Location) -> dict[str, Any]:
+    from inferstack.sources import download_error
+
+    try:
+        body = client.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code == "NoSuchKey" and location.key.endswith("/" + LIVE_POINTER_FILE):
+            model = location.key.removeprefix(RELEASES_PREFIX).partition("/")[0]
+            raise NoReleaseYet(f"model '{model}' has no release yet") from exc
+        raise download_error(location, exc) from exc
+    try:
+        record = json.loads(body)
+    except ValueError as exc:
+        raise ModelLoadError(f"{location.uri} is not a release record (not JSON)") from exc
+    if not isinstance(record, dict):
+        raise ModelLoadError(f"{location.uri} is not a release record (not an object)")
+    return record
+
+
+def _artifact_location(record: S3Location, artifact: dict[str, Any]) -> S3Location:
+    version = artifact.get("version_id")
+    return S3Location(str(artifact.get("bucket") or record.bucket), str(artifact["key"]), version)
+
+
+def _check_sha256(
+    cache: S3ModelCache, path: Path, artifact: dict[str, Any], record: S3Location
+) -> None:
+    expected = artifact.get("sha256")
+    if expected and cache.recorded_sha256(path) != expected:
+        raise ModelLoadError(f"{record.uri}: the downloaded artifact's SHA-256 does not match")
