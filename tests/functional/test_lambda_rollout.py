@@ -1,0 +1,154 @@
+"""The Lambda rollout against moto's Lambda control plane with real boto3 clients.
+
+The seam (shared/AWS-TESTING.md): moto never runs an image function's code, so the smoke
+invoke of a published version is the one AWS call doubled: the double starts the real
+inference handler in-process with the environment moto recorded for that version, exactly
+as Lambda would start an execution environment of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from inferstack.aws_lambda import LambdaEntry
+from inferstack.names import live_pointer_key, manifest_key
+from inferstack.release.rollout.base import ReleaseRef
+from inferstack.release.rollout.lambda_target import LambdaRollout
+
+from .conftest import DEMO_MODEL, json_infer_body, reference_rows
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+BUCKET = "acme-models"
+FUNCTION = "inferstack-dev-wine"
+ROLE = "arn:aws:iam::123456789012:role/inferstack-dev-wine"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/inference:latest"
+SMOKE = json_infer_body(reference_rows(2))
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[dict[str, Any]]:
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        iam = boto3.client("iam")
+        iam.create_role(RoleName="inferstack-dev-wine", AssumeRolePolicyDocument="{}")
+        client = boto3.client("lambda")
+        live_uri = f"s3://{BUCKET}/{live_pointer_key('wine')}"
+        client.create_function(
+            FunctionName=FUNCTION,
+            Role=ROLE,
+            PackageType="Image",
+            Code={"ImageUri": IMAGE},
+            Environment={
+                "Variables": {
+                    "INFERSTACK_MODEL_NAME": "wine",
+                    "INFERSTACK_MODEL_URI": live_uri,
+                    "INFERSTACK_METRICS": "off",
+                }
+            },
+        )
+        first = client.publish_version(FunctionName=FUNCTION)["Version"]
+        client.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=first)
+        yield {"s3": s3, "lambda": client, "first": first}
+
+
+def release(s3: Any, release_id: str, data: bytes) -> ReleaseRef:
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"models/wine/{digest}/model.onnx"
+    version = s3.put_object(Bucket=BUCKET, Key=key, Body=data)["VersionId"]
+    record = {
+        "model": "wine",
+        "release": release_id,
+        "artifact": {"bucket": BUCKET, "key": key, "version_id": version, "sha256": digest},
+    }
+    s3.put_object(Bucket=BUCKET, Key=manifest_key("wine", release_id), Body=json.dumps(record))
+    return ReleaseRef("wine", release_id, f"s3://{BUCKET}/{manifest_key('wine', release_id)}")
+
+
+def lambda_invoke(client: Any) -> Any:
+    """Lambda Invoke of a version: an execution environment started from its configuration."""
+    from inferstack.bootstrap import lambda_entry_from_env
+
+    environments: dict[str, LambdaEntry] = {}
+
+    def invoke(function: str, qualifier: str, event: dict[str, Any]) -> dict[str, Any]:
+        if qualifier not in environments:
+            config = client.get_function_configuration(FunctionName=function, Qualifier=qualifier)
+            environments[qualifier] = lambda_entry_from_env(config["Environment"]["Variables"])
+        return environments[qualifier](event, None)
+
+    return invoke
+
+
+def alias_version(client: Any) -> str:
+    return str(client.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"])
+
+
+def test_a_release_reaches_the_alias_on_a_pinned_version(aws: dict[str, Any]) -> None:
+    client = aws["lambda"]
+    target = release(aws["s3"], "2", DEMO_MODEL.read_bytes())
+    rollout = LambdaRollout(
+        client, function=FUNCTION, alias="live", smoke_body=SMOKE, invoke=lambda_invoke(client)
+    )
+    progress = rollout.start(target)
+    assert (progress.phase, progress.reason) == ("succeeded", None)
+    version = alias_version(client)
+    assert version != aws["first"]
+    assert progress.state == {"version": version, "previous": aws["first"]}
+    pinned = client.get_function_configuration(FunctionName=FUNCTION, Qualifier=version)
+    assert pinned["Environment"]["Variables"]["INFERSTACK_MODEL_URI"] == target.uri
+    assert pinned["Description"] == "inferstack wine release 2"
+
+
+def test_a_version_that_cannot_serve_never_gets_the_alias(aws: dict[str, Any]) -> None:
+    client = aws["lambda"]
+    target = release(aws["s3"], "2", b"not an onnx model")
+    rollout = LambdaRollout(
+        client, function=FUNCTION, alias="live", smoke_body=SMOKE, invoke=lambda_invoke(client)
+    )
+    progress = rollout.start(target)
+    assert progress.phase == "failed"
+    assert progress.reason is not None
+    assert "failed its smoke test: GET /v2/models/wine/ready answered 503" in progress.reason
+    assert alias_version(client) == aws["first"]
+
+
+def test_a_version_serving_another_release_never_gets_the_alias(aws: dict[str, Any]) -> None:
+    """Say the version's environment still pointed at the live pointer (release 1)."""
+    client = aws["lambda"]
+    release(aws["s3"], "1", DEMO_MODEL.read_bytes())
+    live = json.loads(
+        aws["s3"].get_object(Bucket=BUCKET, Key=manifest_key("wine", "1"))["Body"].read()
+    )
+    aws["s3"].put_object(Bucket=BUCKET, Key=live_pointer_key("wine"), Body=json.dumps(live))
+    target = release(aws["s3"], "2", DEMO_MODEL.read_bytes())
+    stale = target._replace(uri=f"s3://{BUCKET}/{live_pointer_key('wine')}")
+    rollout = LambdaRollout(
+        client, function=FUNCTION, alias="live", smoke_body=SMOKE, invoke=lambda_invoke(client)
+    )
+    progress = rollout.start(stale)
+    assert progress.phase == "failed"
+    assert "it served release '1', not '2'" in str(progress.reason)
+    assert alias_version(client) == aws["first"]
+
+
+def test_a_function_that_does_not_exist_is_a_failed_rollout(aws: dict[str, Any]) -> None:
+    rollout = LambdaRollout(aws["lambda"], function="nope", alias="live", smoke_body=SMOKE)
+    progress = rollout.start(release(aws["s3"], "2", DEMO_MODEL.read_bytes()))
+    assert progress.phase == "failed"
+    assert "could not publish a version: ResourceNotFoundException" in str(progress.reason)
