@@ -1,4 +1,4 @@
-"""`inferstack` command line: `inferstack serve` runs the API locally on any ONNX files.
+"""`inferstack serve`: the API on any ONNX files, locally and in the GPU container.
 
 `serve` reads the same settings as every host (INFERSTACK_* variables, see
 inferstack.settings); a flag overrides its variable. The SageMaker/ECS container runs
@@ -28,11 +28,12 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="inferstack", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve",
-        help="serve ONNX models over the Open Inference Protocol",
+    """`inferstack serve [FLAGS]`; argv holds the flags (after "serve").
+
+    argparse, not typer: the serving image runs this and ships neither typer nor rich.
+    """
+    serve = argparse.ArgumentParser(
+        prog="inferstack serve",
         description="Serve ONNX models. Each flag overrides its environment variable.",
     )
     serve.add_argument(
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--access-log", action=on_off, help="log every request")
     serve.add_argument("--metrics", action=on_off, help="print CloudWatch EMF metrics")
     serve.add_argument("--tracing", action=on_off, help="X-Ray subsegments (needs --metrics)")
-    args = parser.parse_args(argv)
+    args = serve.parse_args(argv)
     try:
         settings = settings_from_args(args)
     except ConfigurationError as exc:
@@ -137,7 +138,3 @@ def serve_models(settings: Settings) -> int:
 
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
