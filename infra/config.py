@@ -10,7 +10,7 @@ import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from inferstack.names import MODEL_NAME_RULE, aws_name, model_name_problem
+from inferstack.names import MODEL_NAME_RULE, UPLOADS_PREFIX, aws_name, model_name_problem
 
 ENVIRONMENTS_DIR = Path(__file__).resolve().parent / "environments"
 
@@ -159,11 +159,27 @@ class Batching(Strict):
 
 
 class ModelBase(Strict):
+    """What every model has. Its files are not configured here: every target serves the
+    model's live release (releases/<name>/live.json), made from an upload to uploads/<name>/."""
+
     name: ModelName
-    # The model file's key under the bucket's models/ prefix ("wine/model.onnx").
-    artifact: Annotated[str, Field(pattern=r"^[\w.-]+(/[\w.-]+)*$")]
     drift: Drift = Drift()
     alarms: AlarmThresholds = AlarmThresholds()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_artifact(cls, data: Any) -> Any:
+        # A file written before releases existed: say where its model goes now, instead of
+        # pydantic's generic "Extra inputs are not permitted".
+        if isinstance(data, dict) and "artifact" in data:
+            name = data.get("name") or "<model>"
+            raise ValueError(
+                "artifact: this key is gone; delete it. A model's file is no longer set in "
+                f"the configuration: upload it to s3://<bucket>/{UPLOADS_PREFIX}{name}/ "
+                f"(`inferstack push {name} FILE --env ENV`, or any S3 upload there) and the "
+                "promoter validates it and makes it the live release every target serves"
+            )
+        return data
 
 
 class LambdaModel(ModelBase):

@@ -7,6 +7,14 @@ from typing import TYPE_CHECKING, Any
 import aws_cdk as cdk
 from aws_cdk import aws_ssm as ssm
 
+from inferstack.names import (
+    SSM_ALARM_TOPIC_ARN,
+    SSM_API_URL,
+    SSM_MODEL_BUCKET,
+    SSM_PROMOTER_FUNCTION,
+    SSM_TARGETS,
+    ssm_parameter_name,
+)
 from infra.config import EcsModel, LambdaModel, SageMakerModel, Target
 from infra.constructs.api import InferenceApi
 from infra.constructs.drift import DriftCheck
@@ -91,23 +99,32 @@ class InferStackStack(cdk.Stack):
             monitoring.add_drift_alarm(model)
         monitoring.add_promotion_alarm()
 
-        self._outputs(config, store, api, monitoring)
+        self._outputs(config, store, api, monitoring, promoter)
 
     def _outputs(
-        self, config: Environment, store: ModelStore, api: InferenceApi, monitoring: Monitoring
+        self,
+        config: Environment,
+        store: ModelStore,
+        api: InferenceApi,
+        monitoring: Monitoring,
+        promoter: ModelPromoter,
     ) -> None:
         """Stack outputs, mirrored to SSM under /inferstack/<env>/ for the CLI."""
         values = {
-            "ApiUrl": ("api-url", api.url),
-            "ModelBucketName": ("model-bucket", store.bucket.bucket_name),
-            "AlarmTopicArn": ("alarm-topic-arn", monitoring.topic.topic_arn),
+            "ApiUrl": (SSM_API_URL, api.url),
+            "ModelBucketName": (SSM_MODEL_BUCKET, store.bucket.bucket_name),
+            "AlarmTopicArn": (SSM_ALARM_TOPIC_ARN, monitoring.topic.topic_arn),
+            # What `inferstack promote/rollback` invokes, and each model's target with the
+            # names of its function/alias, endpoint or cluster/service (INFERSTACK_TARGETS).
+            "PromoterFunctionName": (SSM_PROMOTER_FUNCTION, promoter.function.function_name),
+            "Targets": (SSM_TARGETS, promoter.targets_json),
         }
         for output_id, (parameter, value) in values.items():
             cdk.CfnOutput(self, output_id, value=value)
             ssm.StringParameter(
                 self,
                 f"{output_id}Parameter",
-                parameter_name=f"/inferstack/{config.name}/{parameter}",
+                parameter_name=ssm_parameter_name(config.name, parameter),
                 string_value=value,
                 description=f"InferStack {config.name}: {output_id}",
             )

@@ -22,6 +22,7 @@ from constructs import Construct
 from inferstack.names import METRICS_NAMESPACE
 from infra.constructs.common import log_retention, removal_policy
 from infra.constructs.gpu_serving import (
+    SERVER_UP_PATH,
     capture_prefix,
     gpu_container_environment,
     suppress_model_role_wildcards,
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
 CONTAINER_NAME = "inference"
 CONTAINER_PORT = 8080
 LISTENER_PORT = 80
-HEALTH_PATH = "/v2/health/ready"
+# The server-is-up probe (200 once the model serves or before its first release; 503 while
+# it loads or after its release failed): a readiness path would fail a first deploy.
+HEALTH_PATH = SERVER_UP_PATH
 ROOT_VOLUME_GIB = 100  # GPU AMI + CUDA-sized image layers
 # Model download + session start (an engine build) can take minutes on a fresh instance.
 # The scheduler ignores failing load balancer AND container health checks for this long

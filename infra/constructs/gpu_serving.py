@@ -20,10 +20,11 @@ from inferstack.names import (
     ENV_MODEL_URI,
     ENV_POWERTOOLS_SERVICE,
     METRICS_NAMESPACE,
-    MODELS_PREFIX,
+    PING_PATH,
     SERVICE_NAME,
 )
 from infra.constructs.common import suppress_object_wildcards
+from infra.constructs.model_store import model_read_prefixes
 
 if TYPE_CHECKING:
     from aws_cdk import aws_iam as iam
@@ -32,13 +33,24 @@ if TYPE_CHECKING:
     from infra.constructs.model_store import ModelStore
 
 
+# What the ECS load balancer and container health checks should ask: SageMaker's /ping,
+# which the same server answers (inferstack.names.PING_PATH) with 200 while it is up,
+# also before a model's first release. /v2/health/ready stays 503 until the model serves
+# (the protocol's readiness), so a service checked on it never becomes healthy on an
+# empty bucket and its first deployment fails.
+SERVER_UP_PATH = PING_PATH
+
+
 def gpu_container_environment(
     config: Environment, model: SageMakerModel | EcsModel, store: ModelStore
 ) -> dict[str, str]:
     """What the serving container reads (layers/inferstack settings + batching)."""
     return {
         ENV_MODEL_NAME: model.name,
-        ENV_MODEL_URI: store.model_uri(model),
+        # The live pointer: a task or instance that starts serves the release live then
+        # (a deploy never undoes a promotion); before the first release it is up (/ping
+        # 200) and answers 503 "no release yet". A rollout pins a manifest instead.
+        ENV_MODEL_URI: store.live_pointer_uri(model),
         ENV_ENVIRONMENT: config.name,
         ENV_MAX_BATCH_SIZE: str(model.batching.max_batch_size),
         ENV_MAX_QUEUE_DELAY_US: str(model.batching.max_queue_delay_us),
@@ -54,13 +66,14 @@ def capture_prefix(model: SageMakerModel | EcsModel) -> str:
 
 def suppress_model_role_wildcards(role: iam.IRole, model: SageMakerModel | EcsModel) -> None:
     """Accept what a serving role needs: its own model's objects, capture writes under SSE-KMS."""
+    reads = model_read_prefixes(model.name)
     suppress_object_wildcards(
         role,
-        [f"{MODELS_PREFIX}{model.name}/", capture_prefix(model)],
+        [*reads, capture_prefix(model)],
         reason=(
-            f"Object access is limited to this model's own prefixes: {MODELS_PREFIX}"
-            f"{model.name}/ (read) and {capture_prefix(model)} (sampled traffic for drift "
-            "checks)."
+            f"Object access is limited to this model's own prefixes: "
+            f"{' and '.join(reads)} (read: its release records and artifacts) and "
+            f"{capture_prefix(model)} (sampled traffic for drift checks)."
         ),
     )
     NagSuppressions.add_resource_suppressions(

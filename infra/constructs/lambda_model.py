@@ -19,12 +19,12 @@ from inferstack.names import (
     ENV_MODEL_URI,
     ENV_POWERTOOLS_SERVICE,
     METRICS_NAMESPACE,
-    MODELS_PREFIX,
     SERVICE_NAME,
 )
 from infra.constructs.common import suppress_object_wildcards
 from infra.constructs.function import execution_role, function_log_group
 from infra.constructs.images import lambda_architecture
+from infra.constructs.model_store import model_read_prefixes
 
 if TYPE_CHECKING:
     from infra.config import Environment, LambdaModel
@@ -69,10 +69,12 @@ class LambdaInference(Construct):
             reserved_concurrent_executions=model.reserved_concurrency,
             environment={
                 ENV_MODEL_NAME: model.name,
-                # Deploy-time default: the artifact's latest object version. The promoter
-                # later rewrites this variable with ?versionId=<v> pinned, publishes a
-                # version and moves the alias; a stack deploy resets it to this value.
-                ENV_MODEL_URI: store.model_uri(model),
+                # The live pointer: a new execution environment loads whatever release is
+                # live when it starts, so a stack deploy keeps the promoted release. Before
+                # the first release the init finds no pointer and the function answers 503
+                # "no release yet". The promoter pins each version it publishes to one
+                # release's manifest (releases/<model>/<id>/manifest.json).
+                ENV_MODEL_URI: store.live_pointer_uri(model),
                 ENV_ENVIRONMENT: config.name,
                 ENV_POWERTOOLS_SERVICE: SERVICE_NAME,
                 ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
@@ -92,10 +94,11 @@ class LambdaInference(Construct):
             provisioned_concurrent_executions=model.provisioned_concurrency or None,
         )
         store.grant_model_read(self.function, model)
-        prefix = f"{MODELS_PREFIX}{model.name}/"
+        prefixes = model_read_prefixes(model.name)
         suppress_object_wildcards(
             role,
-            [prefix],
-            f"Read access to the released artifacts of {model.name} only ({prefix}*): "
-            "artifacts are versioned objects under that prefix.",
+            prefixes,
+            f"Read access to {model.name}'s own releases and artifacts only "
+            f"({', '.join(p + '*' for p in prefixes)}): release ids and content hashes in "
+            "the keys are not known at deploy time.",
         )

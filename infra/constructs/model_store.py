@@ -1,9 +1,10 @@
 """The model bucket: versioned, KMS-encrypted, TLS-only, access-logged, EventBridge-enabled.
 
 Layout (the prefixes below): users upload to uploads/<model>/<file>; the promoter
-releases artifacts to models/<artifact> and records releases/<model>/; serving writes
-capture/<model>/, drift reads it against baselines/<model>/ and writes drift-reports/.
-Every grant here is scoped to a prefix; no caller gets the whole bucket.
+stores content-addressed artifacts under models/<model>/ and records releases/<model>/
+(manifests and the live pointer releases/<model>/live.json, which every serving target
+loads); serving writes capture/<model>/, drift reads it against baselines/<model>/ and
+writes drift-reports/. Every object grant here is scoped to a prefix.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from inferstack.names import (
     RELEASES_PREFIX,
     REPORTS_PREFIX,
     UPLOADS_PREFIX,
+    live_pointer_key,
 )
 from infra.config import RemovalPolicy
 from infra.constructs.common import removal_policy
@@ -41,6 +43,7 @@ __all__ = [
     "REPORTS_PREFIX",
     "UPLOADS_PREFIX",
     "ModelStore",
+    "model_read_prefixes",
 ]
 
 
@@ -136,13 +139,26 @@ class ModelStore(Construct):
     # ------------------------------------------------------------------ grants
 
     def grant_model_read(self, grantee: iam.IGrantable, model: ModelBase) -> iam.Grant:
-        """Read one model's released artifacts (models/<name>/* and its artifact) only."""
-        keys = [f"{MODELS_PREFIX}{model.name}/*"]
-        if not model.artifact.startswith(f"{model.name}/"):
-            keys.append(f"{MODELS_PREFIX}{model.artifact}")
-        grant = self._grant_objects(grantee, _READ_ACTIONS, keys)
+        """Read one model's releases and artifacts (model_read_prefixes), nothing else.
+
+        Plus s3:ListBucket on the bucket: without it S3 answers GetObject of a missing key
+        with 403 AccessDenied instead of 404 NoSuchKey (GetObject, "Permissions":
+        https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html), and a target
+        deployed before the first release could not tell "no release yet" (a healthy 503)
+        from a broken grant. The check carries no s3:prefix, so a prefix condition would not
+        satisfy it; listing shows key names, never object contents.
+        """
+        prefixes = model_read_prefixes(model.name)
+        grant = self._grant_objects(grantee, _READ_ACTIONS, [f"{p}*" for p in prefixes])
+        self.grant_missing_keys_as_not_found(grantee)
         self.key.grant_decrypt(grantee)
         return grant
+
+    def grant_missing_keys_as_not_found(self, grantee: iam.IGrantable) -> iam.Grant:
+        """s3:ListBucket on the bucket, so a missing key reads as 404 NoSuchKey, not 403."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["s3:ListBucket"], resource_arns=[self.bucket.bucket_arn]
+        )
 
     def grant_prefix_read(self, grantee: iam.IGrantable, *prefixes: str) -> iam.Grant:
         """Read (GetObject, any version) the objects under the given prefixes."""
@@ -166,9 +182,10 @@ class ModelStore(Construct):
             conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
         )
 
-    def model_uri(self, model: ModelBase) -> str:
-        """s3:// URI of the model's released artifact (tokens resolve at deploy time)."""
-        return f"s3://{self.bucket.bucket_name}/{MODELS_PREFIX}{model.artifact}"
+    def live_pointer_uri(self, model: ModelBase) -> str:
+        """s3:// URI of the model's live pointer: a target that starts loads the release that
+        is live then, so a deploy never undoes a promotion (tokens resolve at deploy time)."""
+        return f"s3://{self.bucket.bucket_name}/{live_pointer_key(model.name)}"
 
     def _grant_objects(
         self, grantee: iam.IGrantable, actions: tuple[str, ...], keys: list[str]
@@ -178,6 +195,12 @@ class ModelStore(Construct):
             actions=list(actions),
             resource_arns=[self.bucket.arn_for_objects(key) for key in keys],
         )
+
+
+def model_read_prefixes(model: str) -> list[str]:
+    """What a serving target of `model` reads: its release records (the live pointer and
+    manifests, releases/<model>/) and its content-addressed artifacts (models/<model>/)."""
+    return [f"{RELEASES_PREFIX}{model}/", f"{MODELS_PREFIX}{model}/"]
 
 
 def _suppress_cdk_singletons(stack: cdk.Stack, *, auto_delete: bool) -> None:

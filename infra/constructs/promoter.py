@@ -41,7 +41,7 @@ from infra.constructs.images import function_image, lambda_architecture
 if TYPE_CHECKING:
     from aws_cdk import aws_ecs as ecs
 
-    from infra.config import Environment
+    from infra.config import Environment, LambdaModel
     from infra.constructs.model_store import ModelStore
 
 PROMOTER_DOCKERFILE = "functions/model_promoter/Dockerfile"
@@ -100,6 +100,7 @@ class ModelPromoter(Construct):
         self._config = config
         self.targets: dict[str, dict[str, str]] = {}
         self.served_models = [m.name for m in config.models]
+        self._invoke_suppressed = False
 
         # Events the rule could not deliver and invocations that failed after their
         # retries both land here; a non-empty queue means an upload was never promoted.
@@ -114,6 +115,9 @@ class ModelPromoter(Construct):
             log_group=log_group,
             description=f"InferStack {config.name}: model promoter",
         )
+        # INFERSTACK_TARGETS, rendered once every allow_*_rollout call has been made; the
+        # stack also publishes it to SSM for the CLI.
+        self.targets_json = cdk.Lazy.string(_TargetsJson(self, self.targets))
         self._environment = {
             ENV_ENVIRONMENT: config.name,
             ENV_MODEL_BUCKET: store.bucket.bucket_name,
@@ -129,10 +133,7 @@ class ModelPromoter(Construct):
             memory_size=MEMORY_MB,
             ephemeral_storage_size=cdk.Size.mebibytes(EPHEMERAL_STORAGE_MB),
             timeout=TIMEOUT,
-            environment={
-                **self._environment,
-                ENV_TARGETS: cdk.Lazy.string(_TargetsJson(self, self.targets)),
-            },
+            environment={**self._environment, ENV_TARGETS: self.targets_json},
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
             role=self._role,
@@ -166,12 +167,21 @@ class ModelPromoter(Construct):
 
         store.grant_prefix_read(self.function, UPLOADS_PREFIX, RELEASES_PREFIX)
         store.grant_prefix_write(self.function, MODELS_PREFIX, RELEASES_PREFIX)
+        # Release ids come from listing releases/<model>/, and a model's first release reads
+        # a live pointer that does not exist yet: 404 NoSuchKey only with s3:ListBucket.
+        store.grant_missing_keys_as_not_found(self.function)
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
                 resources=["*"],
                 conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
             )
+        )
+        # Canary checks read the new version's error rate and latency. GetMetricData has no
+        # resource types or condition keys
+        # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html).
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"])
         )
         suppress_object_wildcards(
             self._role,
@@ -186,14 +196,22 @@ class ModelPromoter(Construct):
             f"restricted to the {METRICS_NAMESPACE} namespace by condition.",
             ["Resource::*"],
         )
+        self._suppress(
+            "AwsSolutions-IAM5",
+            "cloudwatch:GetMetricData (the canary's error-rate and latency checks) has no "
+            "resource-level permissions or condition keys: CloudWatch requires Resource '*'; "
+            "it only reads metrics.",
+            ["Resource::*"],
+        )
         self.node.add_validation(_TargetsCheck(self))
 
     # ------------------------------------------------------------------ rollouts
 
     def allow_lambda_rollout(
-        self, model: ModelBase, function: lambda_.IFunction, alias: lambda_.IAlias
+        self, model: LambdaModel, function: lambda_.IFunction, alias: lambda_.IAlias
     ) -> None:
-        """Pin a new model version on `function` and move `alias` to it, nothing else."""
+        """Pin a new release on `function`, smoke-invoke the version it publishes and move
+        `alias` to it, nothing else."""
         self.targets[model.name] = {
             "target": Target.LAMBDA.value,
             "function": function.function_name,
@@ -212,6 +230,35 @@ class ModelPromoter(Construct):
                 # Unqualified for the function calls, the alias ARN for the alias calls.
                 resources=[function.function_arn, alias.function_arn],
             )
+        )
+        # The smoke invoke of a published version before the alias moves (and of the canary's
+        # weighted alias). A version's ARN is the function ARN with ":<version>" appended,
+        # and a statement on a qualified ARN covers exactly that version or alias
+        # (https://docs.aws.amazon.com/lambda/latest/dg/lambda-api-permissions-ref.html).
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"], resources=[f"{function.function_arn}:*"]
+            )
+        )
+        if model.provisioned_concurrency:
+            # Provisioned concurrency follows the alias: the rollout waits until the new
+            # version's allocation is READY (GetProvisionedConcurrencyConfig on the alias,
+            # https://docs.aws.amazon.com/lambda/latest/dg/provisioned-concurrency.html).
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["lambda:GetProvisionedConcurrencyConfig"],
+                    resources=[alias.function_arn],
+                )
+            )
+        if self._invoke_suppressed:
+            return
+        self._invoke_suppressed = True
+        self._suppress(
+            "AwsSolutions-IAM5",
+            "lambda:InvokeFunction on <function ARN>:* only: the smoke invoke of the versions "
+            "the promoter publishes for an inference function of this stack (version numbers "
+            "are not known at deploy time).",
+            [RegexAppliesTo(regex="/^Resource::<[A-Za-z0-9]+\\.Arn>:\\*$/")],
         )
 
     def allow_sagemaker_rollout(

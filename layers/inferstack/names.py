@@ -89,6 +89,25 @@ def manifest_key(model: str, release: str) -> str:
     return f"{RELEASES_PREFIX}{model}/{release}/{MANIFEST_FILE}"
 
 
+# --------------------------------------------------------------------------- SSM outputs
+# The stack mirrors its outputs to SSM under /inferstack/<env>/; the CLI reads them there.
+SSM_PREFIX = "/inferstack/"
+SSM_API_URL = "api-url"
+SSM_MODEL_BUCKET = "model-bucket"
+SSM_ALARM_TOPIC_ARN = "alarm-topic-arn"
+SSM_PROMOTER_FUNCTION = "promoter-function"
+SSM_TARGETS = "targets"
+
+
+def ssm_parameter_name(environment: str, name: str) -> str:
+    """/inferstack/<env>/<name>: where the stack publishes one output for the CLI."""
+    return f"{SSM_PREFIX}{environment}/{name}"
+
+
+# The server-is-up probe every GPU platform checks (SageMaker's own path; ECS uses it too).
+PING_PATH = "/ping"
+
+
 # --------------------------------------------------------------------------- model names
 # One rule everywhere (CLI, Lambda, CDK configuration): a name is one URL path segment
 # that needs no quoting, and maps onto every AWS name derived from it (see aws_name).

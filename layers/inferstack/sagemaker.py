@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from inferstack.dataplane import OCTET_STREAM
 from inferstack.exceptions import BadRequestError, InferStackError
+from inferstack.names import PING_PATH
 from inferstack.protocol.codec import HEADER_LENGTH
 from inferstack.protocol.routes import match_route
 from inferstack.protocol.types import HttpRequest, HttpResponse
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from inferstack.dataplane import DataPlane
     from inferstack.protocol.routes import Route
 
-PING_PATH = "/ping"
 INVOCATIONS_PATH = "/invocations"
 CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
 TRITON_BINARY = "application/vnd.sagemaker-triton.binary+json"

@@ -24,18 +24,16 @@ def _config(**overrides: Any) -> Environment:
         "name": "test",
         "alarms": {"email": "oncall@example.com"},
         "models": [
-            {"name": "wine", "target": "lambda", "artifact": "wine/model.onnx"},
+            {"name": "wine", "target": "lambda"},
             {
                 "name": "resnet",
                 "target": "sagemaker",
-                "artifact": "resnet/model.onnx",
                 "instance_type": "ml.g5.xlarge",
                 "alarms": {"p99_latency_ms": 250, "error_rate_percent": 2},
             },
             {
                 "name": "dense",
                 "target": "ecs",
-                "artifact": "dense/model.onnx",
                 "instance_type": "g5.xlarge",
             },
         ],

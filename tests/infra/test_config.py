@@ -12,7 +12,6 @@ GOOD_MODEL = """
 [[models]]
 name = "wine"
 target = "lambda"
-artifact = "wine/model.onnx"
 """
 
 
@@ -57,7 +56,7 @@ def test_shipped_environments_cover_every_target() -> None:
         ("", "bad.toml: models: Field required"),
         (
             GOOD_MODEL
-            + '\n[[models]]\nname = "r/x"\ntarget = "sagemaker"\nartifact = "r/m.onnx"\n'
+            + '\n[[models]]\nname = "r/x"\ntarget = "sagemaker"\n'
             + 'instance_type = "ml.g5.xlarge"\n',
             "bad.toml: models.1.name: model names are 1 to 48 characters: letters, digits, "
             "'_', '-' and '.', starting and ending with a letter or digit (got 'r/x')",
@@ -74,7 +73,7 @@ def test_shipped_environments_cover_every_target() -> None:
         ),
         (
             GOOD_MODEL
-            + '\n[[models]]\nname = "rn"\ntarget = "sagemaker"\nartifact = "r/m.onnx"\n'
+            + '\n[[models]]\nname = "rn"\ntarget = "sagemaker"\n'
             + 'instance_type = "g5.xlarge"\n',
             "bad.toml: models.1: SageMaker instance types start with 'ml.'",
         ),

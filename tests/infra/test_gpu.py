@@ -28,7 +28,6 @@ CONFIG: dict[str, Any] = {
         {
             "name": "resnet50",
             "target": "sagemaker",
-            "artifact": "resnet50/model.onnx",
             "instance_type": "ml.g6.xlarge",
             "inference_ami_version": "al2023-ami-sagemaker-inference-gpu-4-1",
             "startup_health_check_timeout_s": 900,
@@ -43,7 +42,6 @@ CONFIG: dict[str, Any] = {
         {
             "name": "densenet121",
             "target": "ecs",
-            "artifact": "densenet121/model.onnx",
             "instance_type": "g6.xlarge",
             "gpu_count": 1,
             "autoscaling": {"min_capacity": 1, "max_capacity": 3},
@@ -215,7 +213,7 @@ def test_endpoint_container_gets_the_model_and_batching_settings(template: Templ
     assert env["INFERSTACK_MODEL_NAME"] == "resnet50"
     assert env["INFERSTACK_ENV"] == "test"
     assert env["INFERSTACK_MAX_BATCH_SIZE"] == "8"
-    assert "/models/resnet50/model.onnx" in json.dumps(env["INFERSTACK_MODEL_URI"])
+    assert "/releases/resnet50/live.json" in json.dumps(env["INFERSTACK_MODEL_URI"])
     assert "container-assets" in json.dumps(container["Image"])
 
 
@@ -249,10 +247,15 @@ def test_execution_role_reads_only_its_own_model(built: tuple[Any, Template]) ->
     (stack, endpoint, _), template = built
     role_id = stack.get_logical_id(endpoint.role.node.default_child)
     statements = _role_statements(template, role_id)
-    objects = _object_resources(statements)
+    # Listing the bucket (a missing live pointer reads as 404, not 403) names no object.
+    listing = [s for s in statements if _as_list(s["Action"]) == ["s3:ListBucket"]]
+    assert [json.dumps(s["Resource"]) for s in listing] == [
+        json.dumps(stack.resolve(stack.node.find_child("Store").bucket.bucket_arn))
+    ]
+    objects = _object_resources([s for s in statements if s not in listing])
     assert objects, "the role should read its model and write its capture prefix"
     for text in objects:
-        assert "/models/resnet50/" in text or "/capture/resnet50/" in text, text
+        assert any(f"/{p}/resnet50/" in text for p in ("models", "releases", "capture")), text
         assert "densenet121" not in text
     # DescribeAlarms (auto-rollback) only on the endpoint's own rollback alarms.
     describe = [s for s in statements if s["Action"] == "cloudwatch:DescribeAlarms"]
@@ -306,7 +309,6 @@ def test_endpoint_name_too_long_for_sagemaker_is_a_config_error() -> None:
                     {
                         "name": long,
                         "target": "sagemaker",
-                        "artifact": "x/model.onnx",
                         "instance_type": "ml.g6.xlarge",
                     }
                 ],
@@ -379,6 +381,8 @@ def test_instances_join_the_cluster_through_a_managed_capacity_provider(
 def test_task_reserves_gpus_and_checks_readiness(template: Template) -> None:
     from aws_cdk.assertions import Match
 
+    from infra.constructs.ecs_model import HEALTH_PATH
+
     template.has_resource_properties(
         "AWS::ECS::TaskDefinition",
         {
@@ -393,7 +397,7 @@ def test_task_reserves_gpus_and_checks_readiness(template: Template) -> None:
                         "HealthCheck": Match.object_like(
                             {
                                 "Command": Match.array_with(
-                                    [Match.string_like_regexp(".*/v2/health/ready.*")]
+                                    [Match.string_like_regexp(f".*{HEALTH_PATH}.*")]
                                 )
                             }
                         ),
@@ -428,6 +432,8 @@ def test_service_rolls_back_deploys_whose_tasks_do_not_come_up(template: Templat
 def test_service_is_reached_only_through_an_internal_nlb(template: Template) -> None:
     from aws_cdk.assertions import Match
 
+    from infra.constructs.ecs_model import HEALTH_PATH
+
     template.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::LoadBalancer",
         {"Type": "network", "Scheme": "internal"},
@@ -441,7 +447,7 @@ def test_service_is_reached_only_through_an_internal_nlb(template: Template) -> 
             "Port": 8080,
             "TargetType": "ip",
             "HealthCheckProtocol": "HTTP",
-            "HealthCheckPath": "/v2/health/ready",
+            "HealthCheckPath": HEALTH_PATH,
         },
     )
     # Nothing is open to the internet; tasks accept 8080 from the NLB's group only.

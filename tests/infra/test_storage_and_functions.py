@@ -41,7 +41,6 @@ CONFIG = Environment.model_validate(
             {
                 "name": "wine",
                 "target": "lambda",
-                "artifact": "wine/model.onnx",
                 "memory_mb": 2048,
                 "timeout_s": 20,
                 "architecture": "x86_64",
@@ -51,22 +50,18 @@ CONFIG = Environment.model_validate(
                 "drift": {"schedule": "rate(6 hours)", "threshold": 0.3},
             },
             {
-                # Its artifact lives outside models/<name>/: the grant must name it.
                 "name": "iris",
                 "target": "lambda",
-                "artifact": "shared/iris.onnx",
                 "memory_mb": 1024,
             },
             {
                 "name": "resnet",
                 "target": "sagemaker",
-                "artifact": "resnet/model.onnx",
                 "instance_type": "ml.g6.xlarge",
             },
             {
                 "name": "dense",
                 "target": "ecs",
-                "artifact": "dense/model.onnx",
                 "instance_type": "g6.xlarge",
             },
         ],
@@ -298,10 +293,10 @@ def test_access_log_bucket_is_sse_s3_private_and_expires_logs(built: Built) -> N
     )
 
 
-def test_model_uri_points_at_the_released_artifact(built: Built) -> None:
-    uri = built.stack.resolve(built.store.model_uri(WINE))
+def test_targets_load_the_live_pointer_of_their_model(built: Built) -> None:
+    uri = built.stack.resolve(built.store.live_pointer_uri(WINE))
     assert uri == {
-        "Fn::Join": ["", ["s3://", ref(built, built.store.bucket), "/models/wine/model.onnx"]]
+        "Fn::Join": ["", ["s3://", ref(built, built.store.bucket), "/releases/wine/live.json"]]
     }
 
 
@@ -322,7 +317,7 @@ def test_lambda_function_settings_follow_the_model_config(built: Built) -> None:
             "Environment": {
                 "Variables": {
                     "INFERSTACK_MODEL_NAME": "wine",
-                    "INFERSTACK_MODEL_URI": built.stack.resolve(built.store.model_uri(WINE)),
+                    "INFERSTACK_MODEL_URI": built.stack.resolve(built.store.live_pointer_uri(WINE)),
                     "INFERSTACK_ENV": "test",
                     "POWERTOOLS_SERVICE_NAME": "inferstack",
                     "POWERTOOLS_METRICS_NAMESPACE": "InferStack",
@@ -375,18 +370,18 @@ def test_traffic_alias_live_has_provisioned_concurrency_when_configured(built: B
 
 
 def test_function_reads_only_its_own_model(built: Built) -> None:
-    for name, expected in {
-        "wine": {"models/wine/*"},
-        "iris": {"models/iris/*", "models/shared/iris.onnx"},
-    }.items():
+    for name in ("wine", "iris"):
         statements = policy_statements(built, built.functions[name].function.role)
-        assert object_keys(built, statements) == expected
+        assert object_keys(built, statements) == {f"releases/{name}/*", f"models/{name}/*"}
         readers = statements_with(statements, "s3:GetObject")
         assert readers and all(
             sorted(as_list(s["Action"])) == ["s3:GetObject", "s3:GetObjectVersion"] for s in readers
         )
         assert not statements_with(statements, "s3:PutObject")
-        assert not statements_with(statements, "s3:ListBucket")
+        # Listing (a missing live pointer reads as 404, not 403) covers no object.
+        (listing,) = statements_with(statements, "s3:ListBucket")
+        assert as_list(listing["Action"]) == ["s3:ListBucket"]
+        assert listing["Resource"] == arn_of(built, built.store.bucket)
         (decrypt,) = statements_with(statements, "kms:Decrypt")
         assert decrypt["Resource"] == arn_of(built, built.store.key)
 

@@ -18,14 +18,13 @@ from infra.config import (
 
 
 def lambda_model(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "target": "lambda", "artifact": "m/model.onnx", **extra}
+    return {"name": name, "target": "lambda", **extra}
 
 
 def sagemaker_model(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "target": "sagemaker",
-        "artifact": "m/model.onnx",
         "instance_type": "ml.g6.xlarge",
     }
 
@@ -42,19 +41,14 @@ def test_names_users_already_use_are_accepted(name: str) -> None:
     "name", ["a/b", "x y", "_a", "a_", "-a", "a.", "é", "x" * 49, "a%20b", "", "a?b"]
 )
 def test_names_no_url_can_reach_are_refused_with_the_rule(tmp_path: Path, name: str) -> None:
-    (tmp_path / "bad.toml").write_text(
-        f'[[models]]\nname = "{name}"\ntarget = "lambda"\nartifact = "m/model.onnx"\n'
-    )
+    (tmp_path / "bad.toml").write_text(f'[[models]]\nname = "{name}"\ntarget = "lambda"\n')
     with pytest.raises(ConfigError) as caught:
         load_environment("bad", tmp_path)
     assert "bad.toml: models.0.name: model names are 1 to 48 characters" in str(caught.value)
 
 
 def test_names_that_map_to_the_same_aws_name_are_a_config_error(tmp_path: Path) -> None:
-    text = "".join(
-        f'[[models]]\nname = "{n}"\ntarget = "lambda"\nartifact = "m/model.onnx"\n'
-        for n in ("res_net", "res-net")
-    )
+    text = "".join(f'[[models]]\nname = "{n}"\ntarget = "lambda"\n' for n in ("res_net", "res-net"))
     (tmp_path / "bad.toml").write_text(text)
     with pytest.raises(ConfigError, match="models 'res_net' and 'res-net' both become 'res-net'"):
         load_environment("bad", tmp_path)
@@ -72,8 +66,7 @@ def test_an_endpoint_name_sagemaker_would_refuse_fails_when_the_file_loads(
     env = "e" * 32
     name = "m" * 30
     (tmp_path / f"{env}.toml").write_text(
-        f'[[models]]\nname = "{name}"\ntarget = "sagemaker"\nartifact = "m/model.onnx"\n'
-        'instance_type = "ml.g6.xlarge"\n'
+        f'[[models]]\nname = "{name}"\ntarget = "sagemaker"\ninstance_type = "ml.g6.xlarge"\n'
     )
     with pytest.raises(ConfigError, match=f"model '{name}': its SageMaker endpoint name"):
         load_environment(env, tmp_path)
@@ -90,8 +83,7 @@ def test_the_default_lambda_timeout_leaves_the_api_time_to_answer() -> None:
 @pytest.mark.parametrize("timeout", [27, 29, 60])
 def test_a_lambda_timeout_the_api_cannot_wait_for_is_refused(tmp_path: Path, timeout: int) -> None:
     (tmp_path / "bad.toml").write_text(
-        '[[models]]\nname = "wine"\ntarget = "lambda"\nartifact = "m/model.onnx"\n'
-        f"timeout_s = {timeout}\n"
+        f'[[models]]\nname = "wine"\ntarget = "lambda"\ntimeout_s = {timeout}\n'
     )
     with pytest.raises(ConfigError) as caught:
         load_environment("bad", tmp_path)

@@ -24,18 +24,16 @@ if TYPE_CHECKING:
 CONFIG: dict[str, Any] = {
     "name": "targets",
     "models": [
-        {"name": "light_resnet50", "target": "lambda", "artifact": "light_resnet50/model.onnx"},
+        {"name": "light_resnet50", "target": "lambda"},
         {
             "name": "Dense_Net.v2",
             "target": "sagemaker",
-            "artifact": "dense/model.onnx",
             "instance_type": "ml.g6.xlarge",
             "autoscaling": {"min_capacity": 2, "max_capacity": 4},
         },
         {
             "name": "yolo_v8",
             "target": "ecs",
-            "artifact": "yolo_v8/model.onnx",
             "instance_type": "g6.xlarge",
             "autoscaling": {"min_capacity": 2, "max_capacity": 3},
         },

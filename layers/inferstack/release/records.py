@@ -330,3 +330,13 @@ class Rejection:
             report=data.get("report") or {},
             at=str(_field(data, "at", where)),
         )
+
+
+@dataclass(frozen=True)
+class RolloutLock:
+    """The model's rollout slot, held by one release's rollout."""
+
+    model: str
+    release: str
+    key: str
+    etag: str

@@ -8,6 +8,7 @@ and a stale claim are replaced with If-Match on the ETag read.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -30,6 +31,7 @@ from inferstack.release.records import (
     PointerEntry,
     Rejection,
     Release,
+    RolloutLock,
     SourceObject,
     SourceOutcome,
     State,
@@ -370,6 +372,40 @@ class ReleaseStore:
                 "read it again and retry"
             ) from exc
         return LivePointer(model, release, target.artifact, now, pointer.history, etag)
+
+    def begin_rollout(
+        self, model: str, release: str, action: Action, *, stale_after_s: float
+    ) -> RolloutLock:
+        """Hold the model's one rollout slot (releases/<model>/rollout.json) for `release`.
+
+        One rollout per model at a time: a second promotion while one is under way raises
+        ReleaseConflict naming it. A slot held longer than `stale_after_s` (longer than any
+        rollout may take) belonged to one that died and is taken over.
+        """
+        key = f"{self._model_prefix(model)}rollout.json"
+        now = self._clock()
+        held = {"release": release, "action": action, "since": utc_iso(now), "done": False}
+        found = self._json.get(key)
+        if found is not None:
+            current, etag = found
+            age = (now - parse_iso(str(current.get("since")))).total_seconds()
+            if not current.get("done") and age < stale_after_s:
+                raise ReleaseConflict(
+                    f"a {current.get('action')} of {model!r} to release "
+                    f"{current.get('release')} is under way since {current.get('since')}"
+                )
+        etag = self._json.put(key, held, if_match=found[1] if found else None)
+        return RolloutLock(model, release, key, etag)
+
+    def end_rollout(self, lock: RolloutLock, outcome: str) -> None:
+        """Free the slot (if this rollout still holds it), saying how it ended."""
+        found = self._json.get(lock.key)
+        if found is None or found[0].get("release") != lock.release or found[0].get("done"):
+            return
+        body = {**found[0], "done": True, "outcome": outcome, "ended": self._now()}
+        # A conflict: taken over meanwhile, the slot is someone else's now.
+        with contextlib.suppress(ReleaseConflict):
+            self._json.put(lock.key, body, if_match=found[1])
 
     def is_live_content(self, model: str, sha256: str) -> bool:
         """An upload with these model bytes would change nothing: they are live already."""

@@ -18,9 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from inferstack import __version__
 from inferstack.dataplane import DataPlane, error_response
 from inferstack.exceptions import InferStackError
+from inferstack.names import PING_PATH
 from inferstack.protocol.routes import ROUTES, Route, match_route
 from inferstack.protocol.types import HttpRequest, HttpResponse
-from inferstack.sagemaker import INVOCATIONS_PATH, PING_PATH, SageMakerHost
+from inferstack.sagemaker import INVOCATIONS_PATH, SageMakerHost
 from inferstack.server import openapi
 
 if TYPE_CHECKING:
