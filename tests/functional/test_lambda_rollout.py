@@ -1,9 +1,7 @@
 """The Lambda rollout against moto's Lambda control plane with real boto3 clients.
 
-The seam (shared/AWS-TESTING.md): moto never runs an image function's code, so the smoke
-invoke of a published version is the one AWS call doubled: the double starts the real
-inference handler in-process with the environment moto recorded for that version, exactly
-as Lambda would start an execution environment of it.
+The seam: the smoke invoke of a published version is the one AWS call doubled
+(tests/functional/aws_doubles.py), since moto never runs an image function's code.
 """
 
 from __future__ import annotations
@@ -16,11 +14,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from inferstack.aws_lambda import LambdaEntry
 from inferstack.names import live_pointer_key, manifest_key
 from inferstack.release.rollout.base import ReleaseRef
 from inferstack.release.rollout.lambda_target import LambdaRollout
 
+from .aws_doubles import lambda_invoke
 from .conftest import DEMO_MODEL, json_infer_body, reference_rows
 
 if TYPE_CHECKING:
@@ -78,21 +76,6 @@ def release(s3: Any, release_id: str, data: bytes) -> ReleaseRef:
     }
     s3.put_object(Bucket=BUCKET, Key=manifest_key("wine", release_id), Body=json.dumps(record))
     return ReleaseRef("wine", release_id, f"s3://{BUCKET}/{manifest_key('wine', release_id)}")
-
-
-def lambda_invoke(client: Any) -> Any:
-    """Lambda Invoke of a version: an execution environment started from its configuration."""
-    from inferstack.bootstrap import lambda_entry_from_env
-
-    environments: dict[str, LambdaEntry] = {}
-
-    def invoke(function: str, qualifier: str, event: dict[str, Any]) -> dict[str, Any]:
-        if qualifier not in environments:
-            config = client.get_function_configuration(FunctionName=function, Qualifier=qualifier)
-            environments[qualifier] = lambda_entry_from_env(config["Environment"]["Variables"])
-        return environments[qualifier](event, None)
-
-    return invoke
 
 
 def alias_version(client: Any) -> str:

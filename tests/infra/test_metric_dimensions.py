@@ -70,10 +70,23 @@ def _serving_runtime(env: dict[str, str]) -> list[Emitted]:
     return _emf_metrics(out.getvalue())
 
 
-# Emitters, run under each serving host's environment. The drift check, the promoter and the
-# GPU sampler add theirs when they emit (DriftScore, PromotionFailures, GPUUtilization).
+def _promoter(env: dict[str, str]) -> list[Emitted]:
+    """layers/inferstack/release/metrics.py: a failed promotion of a model, and of an upload
+    that matches no model."""
+    from inferstack.release.metrics import promotion_failed
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        promotion_failed(env[ENV_MODEL_NAME])
+        promotion_failed(None)
+    return _emf_metrics(out.getvalue())
+
+
+# Emitters, run under each serving host's environment. The drift check and the GPU sampler
+# add theirs when they emit (DriftScore, GPUUtilization).
 EMITTERS: dict[str, Callable[[dict[str, str]], list[Emitted]]] = {
     "runtime": _serving_runtime,
+    "promoter": _promoter,
 }
 
 
@@ -173,7 +186,7 @@ def test_emitters_publish_the_declared_dimension_sets(
         by_metric.setdefault(metric, set()).add(frozenset(dims))
         # The values alarms filter on: the service name and this environment.
         assert dims[DIM_SERVICE] == "inferstack" and dims[DIM_ENVIRONMENT] == env.config.name
-    assert {"Requests", "Latency", "ColdStart", "Errors"} <= set(by_metric)
+    assert {"Requests", "Latency", "ColdStart", "Errors", "PromotionFailures"} <= set(by_metric)
     for metric, sets in by_metric.items():
         assert sets == set(METRIC_DIMENSIONS[metric]), metric
 

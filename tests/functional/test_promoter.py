@@ -1,0 +1,256 @@
+"""The promoter's steps on moto (S3 and Lambda, real boto3 clients): uploads become releases
+that reach the Lambda alias; rejected, duplicate and unchanged uploads; failed rollouts;
+promote and rollback. The inference handler then serves what the alias points at.
+
+Seams (shared/AWS-TESTING.md): the smoke invoke of a published version runs the real
+inference handler in-process (aws_doubles.lambda_invoke); the S3 event is AWS's documented
+sample with this upload's bucket, key, version and ETag.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from inferstack.release.exceptions import ReleaseConflict
+from inferstack.release.promote import Promoter
+from inferstack.release.rollout.lambda_target import LambdaRollout
+from inferstack.release.store import ReleaseStore
+
+from . import bad_models
+from .aws_doubles import lambda_invoke
+from .conftest import DEMO_DIR, DEMO_MODEL, REPO_ROOT, json_infer_body, reference_rows
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+BUCKET = "acme-models"
+FUNCTION = "inferstack-dev-wine"
+EVENT_SAMPLE = REPO_ROOT.parent / "shared" / "fixtures" / "aws-events"
+SAMPLE = "s3EventBridgeObjectCreated_awsdocs-ev-events.json"
+
+
+class World:
+    def __init__(self) -> None:
+        self.s3 = boto3.client("s3")
+        self.lambda_ = boto3.client("lambda")
+        self.failures: list[tuple[str | None, str]] = []
+        self.store = ReleaseStore(self.s3, BUCKET)
+        invoke = lambda_invoke(self.lambda_)
+
+        def rollout_for(model: str, target: dict[str, Any], smoke: str) -> LambdaRollout:
+            return LambdaRollout(
+                self.lambda_,
+                function=target["function"],
+                alias=target["alias"],
+                smoke_body=smoke,
+                invoke=invoke,
+            )
+
+        self.promoter = Promoter(
+            self.store,
+            targets={"wine": {"target": "lambda", "function": FUNCTION, "alias": "live"}},
+            rollout_for=rollout_for,
+            on_failure=lambda model, reason: self.failures.append((model, reason)),
+        )
+
+    def upload(self, path: Path, name: str = "model.onnx", **metadata: str) -> dict[str, Any]:
+        """Put the file under uploads/wine/ and return the S3 event AWS would send."""
+        key = f"uploads/wine/{name}"
+        put = self.s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes(), Metadata=metadata)
+        event = json.loads((EVENT_SAMPLE / SAMPLE).read_text())
+        event["detail"]["bucket"]["name"] = BUCKET
+        event["detail"]["object"].update(
+            key=key,
+            size=path.stat().st_size,
+            etag=put["ETag"].strip('"'),
+            **{"version-id": put["VersionId"]},
+        )
+        return event
+
+    def alias_serves(self) -> dict[str, Any]:
+        """An inference through the alias's version, as API Gateway would call it."""
+        from inferstack.bootstrap import lambda_entry_from_env
+
+        version = self.lambda_.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"]
+        config = self.lambda_.get_function_configuration(FunctionName=FUNCTION, Qualifier=version)
+        handler = lambda_entry_from_env(config["Environment"]["Variables"])
+        event = {
+            "httpMethod": "POST",
+            "path": "/v2/models/wine/infer",
+            "headers": {},
+            "body": json_infer_body(reference_rows(2)),
+            "isBase64Encoded": False,
+        }
+        reply = handler(event, None)
+        assert reply["statusCode"] == 200, reply
+        return dict(json.loads(reply["body"]))
+
+    def states(self, release: str) -> list[str]:
+        return [entry.state for entry in self.store.history("wine", release)]
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[World]:
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        boto3.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
+        client = boto3.client("lambda")
+        client.create_function(
+            FunctionName=FUNCTION,
+            Role="arn:aws:iam::123456789012:role/fn",
+            PackageType="Image",
+            Code={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/inference:1"},
+            Environment={
+                "Variables": {
+                    "INFERSTACK_MODEL_NAME": "wine",
+                    "INFERSTACK_MODEL_URI": f"s3://{BUCKET}/releases/wine/live.json",
+                    "INFERSTACK_METRICS": "off",
+                }
+            },
+        )
+        first = client.publish_version(FunctionName=FUNCTION)["Version"]
+        client.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=first)
+        yield World()
+
+
+def promote_upload(world: World, event: dict[str, Any]) -> dict[str, Any]:
+    return world.promoter.run(world.promoter.prepare(event), deadline_s=60)
+
+
+def test_an_upload_becomes_release_1_and_the_alias_serves_it(world: World) -> None:
+    step = promote_upload(world, world.upload(DEMO_MODEL, **{"inferstack-pushed-by": "ana"}))
+    assert (step["outcome"], step["release"], step["result"]) == ("release", "1", "live")
+    assert world.states("1") == ["validated", "rolling_out", "live"]
+    assert world.store.live("wine").release == "1"
+    manifest = world.store.get_release("wine", "1").manifest
+    assert manifest["created_by"] == "ana"
+    assert manifest["validation"]["passed"] is True
+    assert manifest["signature"]["inputs"][0]["name"] == "features"
+    assert world.alias_serves()["model_version"] == "1"
+    assert world.failures == []
+
+
+def test_a_duplicate_event_makes_no_second_release(world: World) -> None:
+    event = world.upload(DEMO_MODEL)
+    promote_upload(world, event)
+    again = promote_upload(world, event)
+    assert again["outcome"] == "duplicate"
+    assert [r.release for r in world.store.releases("wine")] == ["1"]
+
+
+def test_the_live_content_uploaded_again_changes_nothing(world: World) -> None:
+    promote_upload(world, world.upload(DEMO_MODEL))
+    same = promote_upload(world, world.upload(DEMO_MODEL, "again.onnx"))
+    assert same["outcome"] == "unchanged"
+    assert [r.release for r in world.store.releases("wine")] == ["1"]
+
+
+def test_a_rejected_upload_never_serves_and_alarms(world: World, tmp_path: Path) -> None:
+    promote_upload(world, world.upload(DEMO_MODEL))
+    bad = bad_models.tiny(tmp_path / "model.onnx", opset=99)
+    step = promote_upload(world, world.upload(bad))
+    assert step["outcome"] == "rejected"
+    assert "check 'opset' failed" in step["reason"]
+    assert [r.release for r in world.store.releases("wine")] == ["1"]
+    assert world.store.live("wine").release == "1"
+    assert [model for model, _ in world.failures] == ["wine"]
+    (rejection,) = world.store.rejections("wine")
+    assert rejection.report["failed_check"] == "opset"
+    assert world.alias_serves()["model_version"] == "1"
+
+
+def test_an_incompatible_signature_needs_the_upload_to_say_so(world: World, tmp_path: Path) -> None:
+    promote_upload(world, world.upload(DEMO_MODEL))
+    other = bad_models.tiny(tmp_path / "model.onnx", input_name="features", shape=("n", 13))
+    refused = promote_upload(world, world.upload(other))
+    assert (refused["outcome"], "check 'signature' failed" in refused["reason"]) == (
+        "rejected",
+        True,
+    )
+    allowed = promote_upload(
+        world, world.upload(other, "v2.onnx", **{"inferstack-allow-signature-change": "true"})
+    )
+    assert (allowed["release"], allowed["result"]) == ("2", "live")
+
+
+def test_a_second_release_supersedes_the_first_and_rollback_returns(
+    world: World, tmp_path: Path
+) -> None:
+    promote_upload(world, world.upload(DEMO_MODEL))
+    bundle = _bundle(tmp_path)
+    second = promote_upload(world, world.upload(bundle, "wine.tar.gz"))
+    assert (second["release"], second["result"]) == ("2", "live")
+    assert world.states("1")[-1] == "superseded"
+    assert world.alias_serves()["model_version"] == "2"
+
+    back = world.promoter.run(world.promoter.rollback("wine", to=None, by="ops"), deadline_s=60)
+    assert (back["release"], back["result"], back["action"]) == ("1", "live", "rollback")
+    assert world.states("2")[-1] == "rolled_back"
+    assert world.alias_serves()["model_version"] == "1"
+    pointer = world.store.live("wine")
+    assert [(e.release, e.action) for e in pointer.history] == [
+        ("1", "promote"),
+        ("2", "promote"),
+        ("1", "rollback"),
+    ]
+
+
+def test_a_failed_rollout_leaves_the_previous_release_live(world: World) -> None:
+    promote_upload(world, world.upload(DEMO_MODEL))
+    first_alias = world.lambda_.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"]
+    # Someone broke the function's configuration: a new version cannot start.
+    world.lambda_.update_function_configuration(
+        FunctionName=FUNCTION, Environment={"Variables": {"INFERSTACK_METRICS": "off"}}
+    )
+    failed = world.promoter.run(world.promoter.promotion("wine", "1", by="ops"), deadline_s=60)
+    assert failed["result"] == "failed"
+    assert "failed its smoke test" in failed["reason"]
+    assert world.states("1")[-1] == "failed"
+    assert world.store.live("wine").release == "1"
+    alias = world.lambda_.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"]
+    assert alias == first_alias
+    assert ("wine", failed["reason"]) in world.failures
+
+
+def test_one_rollout_per_model_at_a_time(world: World) -> None:
+    promote_upload(world, world.upload(DEMO_MODEL))
+    held = world.promoter.start(world.promoter.promotion("wine", "1", by="a"))
+    with pytest.raises(ReleaseConflict, match="under way"):
+        world.promoter.start(world.promoter.promotion("wine", "1", by="b"))
+    world.promoter.finish(held)
+    again = world.promoter.run(world.promoter.promotion("wine", "1", by="b"), deadline_s=60)
+    assert again["result"] == "live"
+
+
+def test_an_upload_for_no_configured_model_is_counted_unattributed(world: World) -> None:
+    event = world.upload(DEMO_MODEL)
+    event["detail"]["object"]["key"] = "uploads/nosuchmodel/model.onnx"
+    step = world.promoter.prepare(event)
+    assert step["outcome"] == "ignored"
+    assert world.failures and world.failures[0][0] is None
+
+
+def _bundle(tmp_path: Path) -> Path:
+    """A retrained model (other bytes, same signature) with its reference sample."""
+    import onnx
+
+    from inferstack.release.bundle import build_bundle
+
+    model = onnx.load(DEMO_MODEL)
+    model.doc_string = "retrained"
+    onnx.save(model, tmp_path / "model.onnx")
+    reference = DEMO_DIR / "reference_sample.npy"
+    return build_bundle(tmp_path / "model.onnx", tmp_path / "wine.tar.gz", reference=reference)
