@@ -97,6 +97,7 @@ SSM_MODEL_BUCKET = "model-bucket"
 SSM_ALARM_TOPIC_ARN = "alarm-topic-arn"
 SSM_PROMOTER_FUNCTION = "promoter-function"
 SSM_TARGETS = "targets"
+SSM_ROLLOUT_STATE_MACHINE = "rollout-state-machine"
 
 
 def ssm_parameter_name(environment: str, name: str) -> str:

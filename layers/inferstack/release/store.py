@@ -186,6 +186,18 @@ class ReleaseStore:
             ) from exc
         return outcome
 
+    def source_outcome(self, model: str, identity: str) -> SourceOutcome | None:
+        """What became of an upload (None while nobody has settled it yet): read-only."""
+        found = self._json.get(self._source_key(model, identity))
+        if found is None or not found[0].get("outcome"):
+            return None
+        return SourceOutcome.from_json(found[0]["outcome"], self._source_key(model, identity))
+
+    def rollout_in_progress(self, model: str) -> JSON | None:
+        """The model's held rollout slot ({"release", "action", "since"}), or None."""
+        found = self._json.get(f"{self._model_prefix(model)}rollout.json")
+        return None if found is None or found[0].get("done") else found[0]
+
     def release_for_source(self, model: str, identity: str) -> Release | None:
         """The release already made from this upload (after taking over a stale claim)."""
         for release in self._release_ids(model):
