@@ -6,6 +6,7 @@ Real boto3 clients against moto (its HTTP server where the endpoint matters).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import tracemalloc
 from typing import TYPE_CHECKING, Any
@@ -148,3 +149,130 @@ def test_hashing_a_model_reads_it_in_chunks(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert digest == hashlib.sha256(bytes(48 * 1024 * 1024)).hexdigest()
     assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB while hashing 48 MiB"
+
+
+# ----------------------------------------------------------------- URIs and local files
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("s3://b/Xception/model.onnx", ("b", "Xception/model.onnx", None)),
+        ("s3://b//m/model.onnx", ("b", "m/model.onnx", None)),
+        ("s3://b/k.onnx?versionId=v1&x-id=GetObject", ("b", "k.onnx", "v1")),
+        ("s3://b/k.onnx?versionId=Zm9v=", ("b", "k.onnx", "Zm9v=")),
+        ("s3://b/k.onnx?versionId=", ("b", "k.onnx", None)),
+    ],
+    ids=["key-starting-with-X", "leading-slashes", "other-query-keys", "padded-id", "empty-id"],
+)
+def test_s3_uris_name_the_object_exactly(uri: str, expected: tuple[str, str, str | None]) -> None:
+    location = parse_s3_uri(uri)
+    assert (location.bucket, location.key, location.version_id) == expected
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket", "s3://bucket/", "s3:///key", "https://b/k"])
+def test_an_s3_uri_without_bucket_or_key_says_what_is_expected(uri: str) -> None:
+    with pytest.raises(ModelLoadError) as raised:
+        parse_s3_uri(uri)
+    assert str(raised.value) == f"not an S3 model URI: {uri!r} (expected s3://bucket/key)"
+
+
+def test_file_uris_and_home_paths_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(FIRST)
+    assert resolve_model_file(f"file://{model}") == model
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_model_file("~/model.onnx") == model
+
+
+def test_a_missing_local_model_is_logged_with_its_uri_and_told_plainly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = str(tmp_path / "absent.onnx")
+    with pytest.raises(ModelLoadError) as raised:
+        resolve_model_file(uri)
+    assert str(raised.value) == "model file not found"
+    assert [r.getMessage() for r in caplog.records] == [f"model file not found: {uri}"]
+
+
+def test_the_cache_directory_given_is_the_one_used(
+    s3: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFERSTACK_CACHE_DIR", str(tmp_path / "from-environment"))
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=FIRST)
+    path = resolve_model_file(f"s3://{BUCKET}/{KEY}", cache_dir=tmp_path / "given", s3_client=s3)
+    assert path.is_relative_to(tmp_path / "given")
+    assert not (tmp_path / "from-environment").exists()
+
+
+# -------------------------------------------------------------- checksums and temp files
+
+
+def stored_checksum(s3: S3Client, value: str) -> None:
+    """GetObject answers with `value` as the object's stored SHA-256, as S3 does, and only
+    when the request asks for it (ChecksumMode=ENABLED). moto keeps no checksum given with
+    the upload (and omits a multipart object's "-<parts>" suffix): this one call is doubled
+    (AWS-TESTING.md). https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html"""
+    asked: list[bool] = []
+
+    def request(params: dict[str, Any], **_: Any) -> None:
+        asked.append(params.get("ChecksumMode") == "ENABLED")
+
+    def answer(parsed: dict[str, Any], **_: Any) -> None:
+        if asked and asked.pop():
+            parsed["ChecksumSHA256"] = value
+
+    s3.meta.events.register("before-parameter-build.s3.GetObject", request)
+    s3.meta.events.register("after-call.s3.GetObject", answer)
+
+
+def test_an_object_whose_bytes_do_not_match_its_checksum_is_never_cached(
+    s3: S3Client, tmp_path: Path
+) -> None:
+    """A stored checksum that the downloaded bytes do not match: they are not what was
+    uploaded (corrupted on the way, or replaced): refused, and nothing is cached."""
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=FIRST)
+    stored_checksum(s3, base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode())
+    with pytest.raises(ModelLoadError) as raised:
+        S3ModelCache(tmp_path, s3).fetch(parse_s3_uri(f"s3://{BUCKET}/{KEY}"))
+    assert str(raised.value) == f"checksum mismatch downloading s3://{BUCKET}/{KEY}"
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_matching_checksum_is_accepted(s3: S3Client, tmp_path: Path) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=FIRST)
+    stored_checksum(s3, base64.b64encode(hashlib.sha256(FIRST).digest()).decode())
+    path = S3ModelCache(tmp_path, s3).fetch(parse_s3_uri(f"s3://{BUCKET}/{KEY}"))
+    assert path.read_bytes() == FIRST
+
+
+def test_a_multipart_checksum_is_not_compared_with_the_whole_file(
+    s3: S3Client, tmp_path: Path
+) -> None:
+    """A multipart object's checksum is over its parts ("<b64>-<parts>"): it cannot be
+    checked against the file's digest
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html)."""
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=FIRST)
+    stored_checksum(s3, base64.b64encode(b"p" * 32).decode() + "-3")
+    path = S3ModelCache(tmp_path, s3).fetch(parse_s3_uri(f"s3://{BUCKET}/{KEY}"))
+    assert path.read_bytes() == FIRST
+
+
+def test_downloads_write_only_inside_the_cache(
+    s3: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partial downloads live beside their target (an atomic rename needs one filesystem;
+    on Lambda only /tmp is writable), never in the system's temp directory."""
+    import tempfile
+
+    blocked = tmp_path / "no-temp-here"
+    monkeypatch.setattr(tempfile, "tempdir", str(blocked))  # does not exist: unusable
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=FIRST)
+    path = S3ModelCache(tmp_path / "cache", s3).fetch(parse_s3_uri(f"s3://{BUCKET}/{KEY}"))
+    assert path.read_bytes() == FIRST
+    assert not blocked.exists()
