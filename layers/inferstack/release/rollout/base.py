@@ -36,3 +36,12 @@ class Rollout(ABC):
     def check(self, progress: Progress) -> Progress:
         """Where a started rollout stands now (targets that finish in `start` return it)."""
         return progress
+
+
+def aws_reason(exc: Exception) -> str:
+    """An AWS error as "Code: message" (botocore), else the exception's type and text."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    code, message = error.get("Code"), error.get("Message")
+    if code:
+        return f"{code}: {message}" if message else str(code)
+    return f"{type(exc).__name__}: {exc}"

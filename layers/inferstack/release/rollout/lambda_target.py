@@ -27,7 +27,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from inferstack.names import ENV_MODEL_URI
-from inferstack.release.rollout.base import Progress, ReleaseRef, Rollout
+from inferstack.release.rollout.base import Progress, ReleaseRef, Rollout, aws_reason
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,7 +61,7 @@ class LambdaRollout(Rollout):
         try:
             version = self._publish(release)
         except Exception as exc:  # botocore errors and waiter failures alike
-            return Progress("failed", f"could not publish a version: {_reason(exc)}")
+            return Progress("failed", f"could not publish a version: {aws_reason(exc)}")
         problem = self._smoke(release, version)
         if problem:
             return Progress(
@@ -80,7 +80,9 @@ class LambdaRollout(Rollout):
             )
         except Exception as exc:
             return Progress(
-                "failed", f"could not move alias {self.alias}: {_reason(exc)}", {"version": version}
+                "failed",
+                f"could not move alias {self.alias}: {aws_reason(exc)}",
+                {"version": version},
             )
         return Progress(
             "succeeded", None, {"version": version, "previous": alias["FunctionVersion"]}
@@ -121,7 +123,7 @@ class LambdaRollout(Rollout):
             try:
                 answer = self.invoke(self.function, version, _proxy_event(method, path, body))
             except Exception as exc:
-                return f"{method} {path}: {_reason(exc)}"
+                return f"{method} {path}: {aws_reason(exc)}"
             status = answer.get("statusCode")
             if status != 200:
                 return f"{method} {path} answered {status}: {_error_of(answer)}"
@@ -168,11 +170,3 @@ def _error_of(answer: dict[str, Any]) -> str:
         return str(json.loads(answer.get("body") or "{}").get("error", answer.get("body")))
     except ValueError:
         return str(answer.get("body"))[:200]
-
-
-def _reason(exc: Exception) -> str:
-    error = getattr(exc, "response", {}).get("Error", {})
-    code, message = error.get("Code"), error.get("Message")
-    if code:
-        return f"{code}: {message}" if message else str(code)
-    return f"{type(exc).__name__}: {exc}"

@@ -21,6 +21,16 @@ def rollout_for(model: str, target: dict[str, Any], smoke_body: str) -> Rollout:
             alias=target["alias"],
             smoke_body=smoke_body,
         )
+    if kind == "sagemaker":
+        from inferstack.release.rollout.sagemaker_target import SageMakerRollout
+
+        return SageMakerRollout(
+            boto3.client("sagemaker"), endpoint=target["endpoint"], role=target.get("role")
+        )
+    if kind == "ecs":
+        from inferstack.release.rollout.ecs_target import EcsRollout
+
+        return EcsRollout(boto3.client("ecs"), cluster=target["cluster"], service=target["service"])
     return Unsupported(kind)
 
 
