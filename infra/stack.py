@@ -12,6 +12,7 @@ from inferstack.names import (
     SSM_API_URL,
     SSM_MODEL_BUCKET,
     SSM_PROMOTER_FUNCTION,
+    SSM_ROLLOUT_STATE_MACHINE,
     SSM_TARGETS,
     ssm_parameter_name,
 )
@@ -47,6 +48,7 @@ class InferStackStack(cdk.Stack):
         promoter = ModelPromoter(self, "Promoter", config=config, store=store)
         drift = DriftCheck(self, "Drift", config=config, store=store)
         monitoring.watch_function("promoter", promoter.function)
+        monitoring.watch_rollouts(promoter.state_machine)
         monitoring.watch_function("drift-check", drift.function)
 
         # One VPC and cluster for every ECS model; none at all without one.
@@ -118,6 +120,11 @@ class InferStackStack(cdk.Stack):
             # names of its function/alias, endpoint or cluster/service (INFERSTACK_TARGETS).
             "PromoterFunctionName": (SSM_PROMOTER_FUNCTION, promoter.function.function_name),
             "Targets": (SSM_TARGETS, promoter.targets_json),
+            # What `inferstack promote/rollback` starts (uploads start it through the rule).
+            "RolloutStateMachineArn": (
+                SSM_ROLLOUT_STATE_MACHINE,
+                promoter.state_machine.state_machine_arn,
+            ),
         }
         for output_id, (parameter, value) in values.items():
             cdk.CfnOutput(self, output_id, value=value)

@@ -21,6 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from inferstack.names import (
@@ -175,6 +176,42 @@ class Monitoring(Construct):
                 [function.metric_duration(period=PERIOD, statistic="p99", label="p99")],
                 width=12,
             ),
+        )
+
+    def watch_rollouts(self, machine: sfn.IStateMachine) -> None:
+        """Alarm on a rollout execution that failed, timed out or was aborted: the failures
+        no PromotionFailures line reports (a step that kept failing, a slot held for hours).
+        A rejected upload or a failed rollout ends the execution failed too, on purpose:
+        either way a release did not go live. Step Functions metrics:
+        https://docs.aws.amazon.com/step-functions/latest/dg/procedure-cw-metrics.html"""
+        ended_badly = cloudwatch.MathExpression(
+            expression="failed + timedout + aborted",
+            using_metrics={
+                "failed": machine.metric_failed(period=PERIOD, statistic="Sum"),
+                "timedout": machine.metric_timed_out(period=PERIOD, statistic="Sum"),
+                "aborted": machine.metric_aborted(period=PERIOD, statistic="Sum"),
+            },
+            period=PERIOD,
+            label="rollouts failed, timed out or aborted",
+        )
+        self._alarm(
+            "rollout-ExecutionsFailed",
+            ended_badly,
+            threshold=1,
+            comparison=GTE,
+            evaluation_periods=1,
+            description="a rollout execution did not succeed (rejected, failed, timed out)",
+        )
+        self.dashboard.add_widgets(
+            _graph(
+                "rollouts: started, succeeded, failed",
+                [
+                    machine.metric_started(period=PERIOD),
+                    machine.metric_succeeded(period=PERIOD),
+                    ended_badly,
+                ],
+                width=24,
+            )
         )
 
     # -- models ----------------------------------------------------------------------------

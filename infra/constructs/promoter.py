@@ -1,6 +1,8 @@
 """The model promoter: uploads/ "Object Created" -> validate -> release -> roll targets forward.
 
 The function is a container image because validation loads the model in ONNX Runtime.
+It runs as the steps of the rollout state machine (infra/constructs/rollout_machine.py),
+which the upload rule and the CLI's promote/rollback start: no invocation waits on a target.
 It learns its rollout targets from INFERSTACK_TARGETS, a JSON object keyed by model name,
 filled in by the stack's `allow_*_rollout` calls, which also grant exactly the API calls a
 rollout of that target needs.
@@ -37,6 +39,7 @@ from infra.config import ModelBase, Target
 from infra.constructs.common import dead_letter_queue, suppress_object_wildcards
 from infra.constructs.function import execution_role, function_log_group
 from infra.constructs.images import function_image, lambda_architecture
+from infra.constructs.rollout_machine import RolloutMachine
 
 if TYPE_CHECKING:
     from aws_cdk import aws_ecs as ecs
@@ -91,7 +94,8 @@ class _TargetsCheck:
 
 
 class ModelPromoter(Construct):
-    """The promoter function, the EventBridge rule that feeds it and its dead-letter queue."""
+    """The promoter function, the rollout state machine that runs it step by step, the
+    EventBridge rule that starts the machine on uploads and the rule's dead-letter queue."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: Environment, store: ModelStore
@@ -102,10 +106,10 @@ class ModelPromoter(Construct):
         self.served_models = [m.name for m in config.models]
         self._invoke_suppressed = False
 
-        # Events the rule could not deliver and invocations that failed after their
-        # retries both land here; a non-empty queue means an upload was never promoted.
+        # Upload events the rule could not hand to the state machine land here; a non-empty
+        # queue means an upload never started a rollout.
         self.dead_letter_queue = dead_letter_queue(
-            self, holds="the promoter's EventBridge target and its asynchronous invocations"
+            self, holds="the upload rule's target, the rollout state machine"
         )
 
         log_group = function_log_group(self, "Logs", config=config)
@@ -137,16 +141,15 @@ class ModelPromoter(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
             role=self._role,
-            # A promotion that keeps failing is parked for inspection, not dropped.
-            retry_attempts=2,
-            max_event_age=cdk.Duration.hours(1),
-            dead_letter_queue=self.dead_letter_queue,
+            # Only the state machine invokes it, synchronously (it retries; no async queue).
         )
+        self.rollout = RolloutMachine(self, "Rollout", config=config, function=self.function)
+        self.state_machine = self.rollout.state_machine
 
         self.rule = events.Rule(
             self,
             "UploadRule",
-            description=f"InferStack {config.name}: model uploads trigger the promoter",
+            description=f"InferStack {config.name}: model uploads start a rollout",
             event_pattern=events.EventPattern(
                 source=["aws.s3"],
                 detail_type=["Object Created"],
@@ -156,9 +159,14 @@ class ModelPromoter(Construct):
                 },
             ),
         )
+        # EventBridge starts an execution with the whole event as its input, through a role
+        # the target creates (states:StartExecution on this machine only,
+        # https://docs.aws.amazon.com/cdk/api/v2/python/aws_cdk.aws_events_targets/SfnStateMachine.html);
+        # events it cannot deliver after the retries go to the queue
+        # (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-event-delivery.html).
         self.rule.add_target(
-            targets.LambdaFunction(
-                self.function,
+            targets.SfnStateMachine(
+                self.state_machine,
                 dead_letter_queue=self.dead_letter_queue,
                 retry_attempts=4,
                 max_event_age=cdk.Duration.hours(2),
@@ -306,6 +314,10 @@ class ModelPromoter(Construct):
                     "sagemaker:CreateEndpointConfig",
                     "sagemaker:DescribeEndpointConfig",
                     "sagemaker:AddTags",
+                    "sagemaker:ListTags",
+                    # A release whose rollout failed leaves no model or config behind.
+                    "sagemaker:DeleteModel",
+                    "sagemaker:DeleteEndpointConfig",
                 ],
                 resources=[arn("model", pattern), arn("endpoint-config", pattern)],
             )
@@ -325,8 +337,9 @@ class ModelPromoter(Construct):
                 )
             )
         for action, resource in live:
+            # ListTags too: the next release's model and config carry the live ones' tags.
             self.function.add_to_role_policy(
-                iam.PolicyStatement(actions=[action], resources=[resource])
+                iam.PolicyStatement(actions=[action, "sagemaker:ListTags"], resources=[resource])
             )
         # UpdateEndpoint is also authorized against the endpoint config it switches to.
         self.function.add_to_role_policy(
@@ -373,6 +386,15 @@ class ModelPromoter(Construct):
             iam.PolicyStatement(
                 actions=["ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition"],
                 resources=["*"],
+            )
+        )
+        # Tags passed to RegisterTaskDefinition need ecs:TagResource for that create action
+        # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/supported-iam-actions-tagging.html).
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["ecs:TagResource"],
+                resources=["*"],
+                conditions={"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}},
             )
         )
         roles = [task_definition.task_role, task_definition.execution_role]

@@ -254,3 +254,16 @@ def _bundle(tmp_path: Path) -> Path:
     onnx.save(model, tmp_path / "model.onnx")
     reference = DEMO_DIR / "reference_sample.npy"
     return build_bundle(tmp_path / "model.onnx", tmp_path / "wine.tar.gz", reference=reference)
+
+
+def test_a_retried_start_of_the_same_execution_keeps_its_slot(world: World) -> None:
+    """Step Functions retries Start after a Lambda service error: the execution that holds
+    the slot gets it again; any other still waits."""
+    promote_upload(world, world.upload(DEMO_MODEL))
+    step = world.promoter.promotion("wine", "1", by="ops")
+    first = world.promoter.start(step, owner="execution-a")
+    again = world.promoter.start(step, owner="execution-a")
+    assert again["lock"]["key"] == first["lock"]["key"]
+    with pytest.raises(ReleaseConflict):
+        world.promoter.start(step, owner="execution-b")
+    assert world.promoter.finish(again)["result"] == "live"

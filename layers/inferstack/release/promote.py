@@ -247,10 +247,12 @@ class Promoter:
         }
 
     # ------------------------------------------------------------------ rollout
-    def start(self, step: Step) -> Step:
+    def start(self, step: Step, *, owner: str | None = None) -> Step:
+        """`owner`: who starts it (the orchestration's execution id): the same owner
+        starting again (a retry) gets the slot it already holds."""
         model, release = step["model"], step["release"]
         lock = self.store.begin_rollout(
-            model, release, step["action"], stale_after_s=ROLLOUT_STALE_S
+            model, release, step["action"], stale_after_s=ROLLOUT_STALE_S, owner=owner
         )
         live = self.store.live(model)
         self.store.append_status(model, release, "rolling_out", step.get("reason"))

@@ -386,7 +386,13 @@ class ReleaseStore:
         return LivePointer(model, release, target.artifact, now, pointer.history, etag)
 
     def begin_rollout(
-        self, model: str, release: str, action: Action, *, stale_after_s: float
+        self,
+        model: str,
+        release: str,
+        action: Action,
+        *,
+        stale_after_s: float,
+        owner: str | None = None,
     ) -> RolloutLock:
         """Hold the model's one rollout slot (releases/<model>/rollout.json) for `release`.
 
@@ -396,10 +402,18 @@ class ReleaseStore:
         """
         key = f"{self._model_prefix(model)}rollout.json"
         now = self._clock()
-        held = {"release": release, "action": action, "since": utc_iso(now), "done": False}
+        held = {
+            "release": release,
+            "action": action,
+            "since": utc_iso(now),
+            "done": False,
+            "owner": owner,
+        }
         found = self._json.get(key)
         if found is not None:
             current, etag = found
+            if owner and not current.get("done") and current.get("owner") == owner:
+                return RolloutLock(model, release, key, etag)  # a retry of the same start
             age = (now - parse_iso(str(current.get("since")))).total_seconds()
             if not current.get("done") and age < stale_after_s:
                 raise ReleaseConflict(
