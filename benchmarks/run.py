@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks.common import RESULTS_DIR, Config, machine_info, machine_line, verdict
 
-BENCHMARKS = ("cold_start", "warm_overhead", "codec", "server_load", "image_size")
+BENCHMARKS = ("cold_start", "warm_overhead", "codec", "server_load", "image_size", "lifecycle")
 RESULTS_MD = RESULTS_DIR.parent / "RESULTS.md"
 
 
