@@ -1,7 +1,7 @@
 """The rollout as a Step Functions standard workflow: no invocation waits on a target.
 
     Prepare --outcome--> release: Start | rejected: Fail "Rejected" | duplicate, unchanged,
-                         ignored: Succeed
+                         superseded, ignored: Succeed
     Start --phase--> in_progress: Wait 30 s -> Check -> (phase again) | else: Finish
     Finish --result--> live: Succeed | else: Fail "RolloutFailed"
 
@@ -142,7 +142,7 @@ class RolloutMachine(Construct):
 
         rejected = sfn.Fail(self, "Rejected", error="Rejected", cause_path="$.reason")
         nothing = sfn.Succeed(
-            self, "NothingToRollOut", comment="duplicate event, unchanged or ignored upload"
+            self, "NothingToRollOut", comment="duplicate event, unchanged, superseded or ignored upload"
         )
         unexpected = sfn.Fail(
             self,
@@ -176,7 +176,7 @@ class RolloutMachine(Construct):
                 sfn.Condition.or_(
                     *(
                         sfn.Condition.string_equals("$.outcome", kind)
-                        for kind in ("duplicate", "unchanged", "ignored")
+                        for kind in ("duplicate", "unchanged", "superseded", "ignored")
                     )
                 ),
                 nothing,

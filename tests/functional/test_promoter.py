@@ -243,6 +243,16 @@ def test_an_upload_for_no_configured_model_is_counted_unattributed(world: World)
     assert world.failures and world.failures[0][0] is None
 
 
+def _retrained(tmp_path: Path) -> Path:
+    """The demo model with other bytes (same signature), as a retrained model is."""
+    import onnx
+
+    model = onnx.load(DEMO_MODEL)
+    model.doc_string = "retrained"
+    onnx.save(model, tmp_path / "retrained.onnx")
+    return tmp_path / "retrained.onnx"
+
+
 def _bundle(tmp_path: Path) -> Path:
     """A retrained model (other bytes, same signature) with its reference sample."""
     import onnx
@@ -267,3 +277,36 @@ def test_a_retried_start_of_the_same_execution_keeps_its_slot(world: World) -> N
     with pytest.raises(ReleaseConflict):
         world.promoter.start(step, owner="execution-b")
     assert world.promoter.finish(again)["result"] == "live"
+
+
+def test_an_older_uploads_late_event_does_not_replace_the_newer_upload(
+    world: World, tmp_path: Path
+) -> None:
+    """Two uploads to one key, their events delivered newest first: the older model must not
+    become the next release (S3 orders one key's events by `sequencer`, not by delivery)."""
+    older = world.upload(DEMO_MODEL)
+    newer = world.upload(_retrained(tmp_path), "model.onnx")  # same key, newer content
+    older["detail"]["object"]["sequencer"] = "617f08299329d189"
+    newer["detail"]["object"]["sequencer"] = "617f0829a000000001"  # longer: compare padded
+    assert promote_upload(world, newer)["result"] == "live"
+    late = promote_upload(world, older)
+    assert late["outcome"] == "superseded"
+    assert [r.release for r in world.store.releases("wine")] == ["1"]
+    assert world.promoter.prepare(older)["outcome"] == "duplicate"
+
+
+def test_concurrent_uploads_become_distinct_releases_rolled_out_one_at_a_time(
+    world: World, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    events = [world.upload(DEMO_MODEL, "a.onnx"), world.upload(_retrained(tmp_path), "b.onnx")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        steps = list(pool.map(world.promoter.prepare, events))
+    assert sorted(step["release"] for step in steps) == ["1", "2"]
+    first = world.promoter.start(steps[0])
+    with pytest.raises(ReleaseConflict, match="under way"):
+        world.promoter.start(steps[1])  # the state machine retries this every minute
+    assert world.promoter.finish(first)["result"] == "live"
+    assert world.promoter.run(steps[1], deadline_s=60)["result"] == "live"
+    assert world.store.live("wine").release == steps[1]["release"]

@@ -72,7 +72,8 @@ def test_states_and_transitions(env: Synthesized) -> None:
         ("Outcome", "$.outcome==rejected", "Rejected"),
         (
             "Outcome",
-            "$.outcome==duplicate or $.outcome==unchanged or $.outcome==ignored",
+            "$.outcome==duplicate or $.outcome==unchanged or $.outcome==superseded "
+            "or $.outcome==ignored",
             "NothingToRollOut",
         ),
         ("Outcome", "otherwise", "UnexpectedOutcome"),

@@ -107,6 +107,12 @@ class Promoter:
             if existing is not None:
                 self.store.settle_source(claimed, SourceOutcome("release", existing.release))
                 return self._promotion(model, existing.release, source)
+        if not self.store.newest_upload_of_key(model, source):
+            # An older upload's event after a newer one's (S3 does not order deliveries):
+            # releasing it would roll the model back to what the user replaced.
+            outcome = SourceOutcome("superseded", None, "a newer upload of this key was seen")
+            self.store.settle_source(claimed, outcome)
+            return {"outcome": "superseded", "model": model, "reason": outcome.reason}
         with tempfile.TemporaryDirectory(prefix="inferstack-upload-", dir=self.workdir) as work:
             outcome = self._release_upload(model, source, Path(work))
         self.store.settle_source(claimed, outcome)

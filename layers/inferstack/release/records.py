@@ -27,8 +27,8 @@ STATES: Final[tuple[State, ...]] = (
 )
 Action = Literal["promote", "rollback"]
 # What became of one upload: a new release, a rejection, or nothing (same bytes as live).
-OutcomeKind = Literal["release", "rejected", "unchanged"]
-OUTCOME_KINDS: Final[tuple[OutcomeKind, ...]] = ("release", "rejected", "unchanged")
+OutcomeKind = Literal["release", "rejected", "unchanged", "superseded"]
+OUTCOME_KINDS: Final[tuple[OutcomeKind, ...]] = ("release", "rejected", "unchanged", "superseded")
 
 
 def utc_iso(moment: datetime) -> str:

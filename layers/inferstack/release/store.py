@@ -9,6 +9,7 @@ and a stale claim are replaced with If-Match on the ETag read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -75,6 +76,11 @@ def _utc_now() -> datetime:
 def _check_model(model: str) -> None:
     if problem := model_name_problem(model):
         raise ReleaseError(problem)
+
+
+def _sequence(sequencer: object) -> str:
+    """A sequencer comparable as a string: S3's hex, left-padded to a fixed width."""
+    return str(sequencer or "").lower().rjust(64, "0")
 
 
 def _release_number(text: str) -> int | None:
@@ -197,6 +203,32 @@ class ReleaseStore:
         """The model's held rollout slot ({"release", "action", "since"}), or None."""
         found = self._json.get(f"{self._model_prefix(model)}rollout.json")
         return None if found is None or found[0].get("done") else found[0]
+
+    def newest_upload_of_key(self, model: str, source: SourceObject) -> bool:
+        """Record `source` as its key's newest upload; False when a newer one was seen.
+
+        S3 events may arrive out of order; for one key, the event's `sequencer` orders them:
+        compare the hex strings after padding the shorter with leading zeros
+        (https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html).
+        An event without a sequencer is taken as the newest.
+        """
+        if not source.sequencer:
+            return True
+        digest = hashlib.sha256(f"{source.bucket}/{source.key}".encode()).hexdigest()[:32]
+        key = f"{self._model_prefix(model)}keys/{digest}.json"
+        for _ in range(_ATTEMPTS):
+            found = self._json.get(key)
+            if found is not None and _sequence(found[0].get("sequencer")) > _sequence(
+                source.sequencer
+            ):
+                return False
+            body = {"key": source.key, "sequencer": source.sequencer, "at": self._now()}
+            try:
+                self._json.put(key, body, if_match=found[1] if found else None)
+                return True
+            except ReleaseConflict:
+                continue  # another event of this key got there first: compare again
+        raise ReleaseConflict(f"could not order the events of s3://{source.bucket}/{source.key}")
 
     def release_for_source(self, model: str, identity: str) -> Release | None:
         """The release already made from this upload (after taking over a stale claim)."""
