@@ -163,6 +163,9 @@ class ModelBase(Strict):
     model's live release (releases/<name>/live.json), made from an upload to uploads/<name>/."""
 
     name: ModelName
+    # The validation gate's size bound for this model's uploads (default: the target's,
+    # inferstack.release.validate.TARGET_LIMITS: 1 GiB on Lambda, 8 GiB on GPU targets).
+    max_model_mb: Annotated[int, Field(ge=1, le=65536)] | None = None
     drift: Drift = Drift()
     alarms: AlarmThresholds = AlarmThresholds()
 

@@ -49,6 +49,7 @@ class InferStackStack(cdk.Stack):
         drift = DriftCheck(self, "Drift", config=config, store=store)
         monitoring.watch_function("promoter", promoter.function)
         monitoring.watch_rollouts(promoter.state_machine)
+        monitoring.watch_dead_letters("promoter", promoter.dead_letter_queue)
         monitoring.watch_function("drift-check", drift.function)
 
         # One VPC and cluster for every ECS model; none at all without one.

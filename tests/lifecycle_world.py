@@ -31,7 +31,7 @@ from inferstack.names import (
 from inferstack.release.promote import Promoter
 from inferstack.release.rollout.lambda_target import LambdaRollout
 from inferstack.release.store import ReleaseStore
-from tests.functional.aws_doubles import lambda_invoke
+from tests.functional.aws_doubles import lambda_invoke, no_provisioned_concurrency
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -58,6 +58,7 @@ class LifecycleWorld:
         self._deploy(upload_pattern)
         self.store = ReleaseStore(self.s3, BUCKET)
         invoke = lambda_invoke(self.lambda_)
+        no_provisioned_concurrency(self.lambda_)
         self.promoter = Promoter(
             self.store,
             targets=self.targets,

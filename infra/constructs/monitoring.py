@@ -21,6 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -176,6 +177,18 @@ class Monitoring(Construct):
                 [function.metric_duration(period=PERIOD, statistic="p99", label="p99")],
                 width=12,
             ),
+        )
+
+    def watch_dead_letters(self, label: str, queue: sqs.IQueue) -> None:
+        """Alarm while a dead-letter queue holds anything: an upload event EventBridge could
+        not deliver to the rollout workflow is an upload that was never released."""
+        self._alarm(
+            f"{label}-DeadLetters",
+            queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),
+            threshold=1,
+            comparison=GTE,
+            evaluation_periods=1,
+            description=f"{label}: events that could not be delivered are waiting in the queue",
         )
 
     def watch_rollouts(self, machine: sfn.IStateMachine) -> None:

@@ -93,6 +93,11 @@ class _TargetsCheck:
         return errors
 
 
+def _bounds(model: ModelBase) -> dict[str, Any]:
+    """The validation gate's per-model bounds, when the configuration sets them."""
+    return {"max_model_bytes": model.max_model_mb * 1024 * 1024} if model.max_model_mb else {}
+
+
 class ModelPromoter(Construct):
     """The promoter function, the rollout state machine that runs it step by step, the
     EventBridge rule that starts the machine on uploads and the rule's dead-letter queue."""
@@ -185,12 +190,6 @@ class ModelPromoter(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
             )
         )
-        # Canary checks read the new version's error rate and latency. GetMetricData has no
-        # resource types or condition keys
-        # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html).
-        self.function.add_to_role_policy(
-            iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"])
-        )
         suppress_object_wildcards(
             self._role,
             [UPLOADS_PREFIX, RELEASES_PREFIX, MODELS_PREFIX],
@@ -204,13 +203,6 @@ class ModelPromoter(Construct):
             f"restricted to the {METRICS_NAMESPACE} namespace by condition.",
             ["Resource::*"],
         )
-        self._suppress(
-            "AwsSolutions-IAM5",
-            "cloudwatch:GetMetricData (the canary's error-rate and latency checks) has no "
-            "resource-level permissions or condition keys: CloudWatch requires Resource '*'; "
-            "it only reads metrics.",
-            ["Resource::*"],
-        )
         self.node.add_validation(_TargetsCheck(self))
 
     # ------------------------------------------------------------------ rollouts
@@ -221,6 +213,7 @@ class ModelPromoter(Construct):
         """Pin a new release on `function`, smoke-invoke the version it publishes and move
         `alias` to it, nothing else."""
         self.targets[model.name] = {
+            **_bounds(model),
             "target": Target.LAMBDA.value,
             "function": function.function_name,
             "alias": alias.alias_name,
@@ -239,8 +232,8 @@ class ModelPromoter(Construct):
                 resources=[function.function_arn, alias.function_arn],
             )
         )
-        # The smoke invoke of a published version before the alias moves (and of the canary's
-        # weighted alias). A version's ARN is the function ARN with ":<version>" appended,
+        # The smoke invoke of a published version before the alias moves. A version's ARN
+        # is the function ARN with ":<version>" appended,
         # and a statement on a qualified ARN covers exactly that version or alias
         # (https://docs.aws.amazon.com/lambda/latest/dg/lambda-api-permissions-ref.html).
         self.function.add_to_role_policy(
@@ -249,7 +242,7 @@ class ModelPromoter(Construct):
             )
         )
         if model.provisioned_concurrency:
-            # Provisioned concurrency follows the alias: the rollout waits until the new
+            # Provisioned concurrency follows the alias: the rollout is live once the new
             # version's allocation is READY (GetProvisionedConcurrencyConfig on the alias,
             # https://docs.aws.amazon.com/lambda/latest/dg/provisioned-concurrency.html).
             self.function.add_to_role_policy(
@@ -286,6 +279,7 @@ class ModelPromoter(Construct):
         them to copy the live variant's settings into the next release's config.
         """
         self.targets[model.name] = {
+            **_bounds(model),
             "target": Target.SAGEMAKER.value,
             "endpoint": endpoint_name,
             "role": role.role_arn,
@@ -371,6 +365,7 @@ class ModelPromoter(Construct):
         """Register the next task definition revision and point `service` at it."""
         task_definition = service.task_definition
         self.targets[model.name] = {
+            **_bounds(model),
             "target": Target.ECS.value,
             "cluster": service.cluster.cluster_name,
             "service": service.service_name,

@@ -142,7 +142,9 @@ class RolloutMachine(Construct):
 
         rejected = sfn.Fail(self, "Rejected", error="Rejected", cause_path="$.reason")
         nothing = sfn.Succeed(
-            self, "NothingToRollOut", comment="duplicate event, unchanged, superseded or ignored upload"
+            self,
+            "NothingToRollOut",
+            comment="duplicate event, unchanged, superseded or ignored upload",
         )
         unexpected = sfn.Fail(
             self,

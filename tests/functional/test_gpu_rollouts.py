@@ -24,10 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
-from botocore.compat import HTTPHeaders
 from botocore.exceptions import ClientError
-from botocore.validate import ParamValidator
 from moto import mock_aws
 
 from inferstack.release.rollout import ecs_target, sagemaker_target
@@ -36,6 +33,7 @@ from inferstack.release.rollout.ecs_target import EcsRollout
 from inferstack.release.rollout.sagemaker_target import SageMakerRollout, next_name
 from inferstack.release.rollout.targets import rollout_for
 
+from .aws_doubles import OneCall
 from .conftest import EVENTS_DIR
 
 if TYPE_CHECKING:
@@ -74,29 +72,6 @@ CAPTURE = {
 }
 TAGS = [{"Key": "aws:cloudformation:stack-name", "Value": "inferstack-dev"}]
 TAGS += [{"Key": "team", "Value": "ml"}]
-
-
-class OneCall:
-    """Answers one operation on a moto-backed client; every other call still goes to moto."""
-
-    def __init__(self, client: Any, operation: str, *answers: dict[str, Any] | Exception) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self._answers = list(answers)
-        service = client.meta.service_model.service_id.hyphenize()
-        events = client.meta.events
-        events.register(f"before-parameter-build.{service}.{operation}", self._record)
-        events.register(f"before-call.{service}.{operation}", self._answer)
-
-    def _record(self, params: dict[str, Any], **_: Any) -> None:
-        self.calls.append(dict(params))
-
-    def _answer(self, model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
-        answer = self._answers.pop(0) if len(self._answers) > 1 else self._answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        report = ParamValidator().validate(answer, model.output_shape)
-        assert not report.has_errors(), report.generate_report()
-        return AWSResponse("https://double.invalid", 200, HTTPHeaders(), None), answer
 
 
 @pytest.fixture

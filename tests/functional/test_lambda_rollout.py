@@ -18,7 +18,7 @@ from inferstack.names import live_pointer_key, manifest_key
 from inferstack.release.rollout.base import ReleaseRef
 from inferstack.release.rollout.lambda_target import LambdaRollout
 
-from .aws_doubles import lambda_invoke
+from .aws_doubles import OneCall, lambda_invoke, no_provisioned_concurrency
 from .conftest import DEMO_MODEL, json_infer_body, reference_rows
 
 if TYPE_CHECKING:
@@ -65,6 +65,11 @@ def aws(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[dict[
         yield {"s3": s3, "lambda": client, "first": first}
 
 
+@pytest.fixture
+def no_pc(aws: dict[str, Any]) -> None:
+    no_provisioned_concurrency(aws["lambda"])
+
+
 def release(s3: Any, release_id: str, data: bytes) -> ReleaseRef:
     digest = hashlib.sha256(data).hexdigest()
     key = f"models/wine/{digest}/model.onnx"
@@ -82,7 +87,7 @@ def alias_version(client: Any) -> str:
     return str(client.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"])
 
 
-def test_a_release_reaches_the_alias_on_a_pinned_version(aws: dict[str, Any]) -> None:
+def test_a_release_reaches_the_alias_on_a_pinned_version(aws: dict[str, Any], no_pc: None) -> None:
     client = aws["lambda"]
     target = release(aws["s3"], "2", DEMO_MODEL.read_bytes())
     rollout = LambdaRollout(
@@ -135,3 +140,42 @@ def test_a_function_that_does_not_exist_is_a_failed_rollout(aws: dict[str, Any])
     progress = rollout.start(release(aws["s3"], "2", DEMO_MODEL.read_bytes()))
     assert progress.phase == "failed"
     assert "could not publish a version: ResourceNotFoundException" in str(progress.reason)
+
+
+def provisioned(status: str, reason: str | None = None) -> dict[str, Any]:
+    answer = {"RequestedProvisionedConcurrentExecutions": 2, "Status": status}
+    if reason:
+        answer["StatusReason"] = reason
+    return answer
+
+
+def test_the_release_is_live_once_provisioned_concurrency_is_ready(aws: dict[str, Any]) -> None:
+    """Moving the alias moves its provisioned concurrency: the new version's environments
+    start first; the rollout waits for READY (the state machine's check loop)."""
+    client = aws["lambda"]
+    OneCall(client, "GetProvisionedConcurrencyConfig",
+            provisioned("IN_PROGRESS"), provisioned("READY"))  # fmt: skip
+    rollout = LambdaRollout(
+        client, function=FUNCTION, alias="live", smoke_body=SMOKE, invoke=lambda_invoke(client)
+    )
+    progress = rollout.start(release(aws["s3"], "2", DEMO_MODEL.read_bytes()))
+    assert (progress.phase, progress.reason) == (
+        "in_progress",
+        "provisioned concurrency IN_PROGRESS",
+    )
+    assert rollout.check(progress).phase == "succeeded"
+
+
+def test_a_failed_provisioned_concurrency_allocation_moves_the_alias_back(
+    aws: dict[str, Any],
+) -> None:
+    client = aws["lambda"]
+    OneCall(client, "GetProvisionedConcurrencyConfig",
+            provisioned("FAILED", "FUNCTION_ERROR_INIT_FAILURE"))  # fmt: skip
+    rollout = LambdaRollout(
+        client, function=FUNCTION, alias="live", smoke_body=SMOKE, invoke=lambda_invoke(client)
+    )
+    progress = rollout.start(release(aws["s3"], "2", DEMO_MODEL.read_bytes()))
+    assert progress.phase == "failed"
+    assert "FUNCTION_ERROR_INIT_FAILURE" in str(progress.reason)
+    assert alias_version(client) == aws["first"]

@@ -22,7 +22,7 @@ from inferstack.release.rollout.lambda_target import LambdaRollout
 from inferstack.release.store import ReleaseStore
 
 from . import bad_models
-from .aws_doubles import lambda_invoke
+from .aws_doubles import lambda_invoke, no_provisioned_concurrency
 from .conftest import DEMO_DIR, DEMO_MODEL, REPO_ROOT, json_infer_body, reference_rows
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class World:
         self.failures: list[tuple[str | None, str]] = []
         self.store = ReleaseStore(self.s3, BUCKET)
         invoke = lambda_invoke(self.lambda_)
+        no_provisioned_concurrency(self.lambda_)
 
         def rollout_for(model: str, target: dict[str, Any], smoke: str) -> LambdaRollout:
             return LambdaRollout(
@@ -310,3 +311,10 @@ def test_concurrent_uploads_become_distinct_releases_rolled_out_one_at_a_time(
     assert world.promoter.finish(first)["result"] == "live"
     assert world.promoter.run(steps[1], deadline_s=60)["result"] == "live"
     assert world.store.live("wine").release == steps[1]["release"]
+
+
+def test_the_models_size_bound_from_its_configuration_applies(world: World) -> None:
+    world.promoter.targets = {"wine": {**world.promoter.targets["wine"], "max_model_bytes": 1000}}
+    step = promote_upload(world, world.upload(DEMO_MODEL))  # 1,397 bytes
+    assert step["outcome"] == "rejected"
+    assert "check 'size' failed" in step["reason"]

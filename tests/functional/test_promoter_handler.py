@@ -24,7 +24,7 @@ from inferstack.release.rollout.lambda_target import LambdaRollout
 from tests.rollout_asl import Execution, definition
 
 from . import bad_models
-from .aws_doubles import lambda_invoke
+from .aws_doubles import lambda_invoke, no_provisioned_concurrency
 from .conftest import DEMO_MODEL, REPO_ROOT, FakeContext, json_infer_body, reference_rows
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class World:
         self.s3 = boto3.client("s3")
         self.lambda_ = boto3.client("lambda")
         invoke = lambda_invoke(self.lambda_)
+        no_provisioned_concurrency(self.lambda_)
 
         def rollout_for(model: str, target: dict[str, Any], smoke: str) -> LambdaRollout:
             return LambdaRollout(

@@ -212,13 +212,10 @@ def test_promoter_reads_provisioned_concurrency_of_the_aliases_that_have_it(
         assert expected, "prod's wine has provisioned concurrency"
 
 
-def test_promoter_reads_canary_metrics_and_lists_the_bucket(env: Synthesized) -> None:
+def test_promoter_lists_the_bucket_and_reads_no_metrics(env: Synthesized) -> None:
     statements = promoter_statements(env)
-    (metrics,) = (s for s in statements if "cloudwatch:GetMetricData" in as_list(s["Action"]))
-    # No resource types (suppressed with its reason); CDK merges it with the other
-    # unconditioned Resource "*" actions (X-Ray tracing).
-    assert metrics["Resource"] == "*"
-    assert "Condition" not in metrics
+    # No canary is built yet, so nothing reads metrics.
+    assert not [s for s in statements if "cloudwatch:GetMetricData" in as_list(s["Action"])]
     (listing,) = (s for s in statements if "s3:ListBucket" in as_list(s["Action"]))
     assert listing["Resource"] == {"Fn::GetAtt": [model_bucket_id(env), "Arn"]}
 
@@ -264,10 +261,15 @@ def test_ssm_targets_are_the_promoters_targets_as_json(env: Synthesized) -> None
             assert "service" in entry
         if entry["target"] == "lambda":
             assert entry["alias"] == "live"
+    # The validation gate's per-model size bound, where the configuration sets one.
+    bounds = {m.name: m.max_model_mb * 2**20 for m in env.config.models if m.max_model_mb}
+    assert {n: e["max_model_bytes"] for n, e in parsed.items() if "max_model_bytes" in e} == bounds
+    if env.config.name == "dev":
+        assert bounds == {"wine": 64 * 2**20}
 
 
 def test_ssm_parameter_names_match_the_stack_constants() -> None:
-    from infra.stack import SSM_PROMOTER_FUNCTION, SSM_TARGETS, ssm_parameter_name
+    from inferstack.names import SSM_PROMOTER_FUNCTION, SSM_TARGETS, ssm_parameter_name
 
     assert ssm_parameter_name("prod", SSM_PROMOTER_FUNCTION) == "/inferstack/prod/promoter-function"
     assert ssm_parameter_name("prod", SSM_TARGETS) == "/inferstack/prod/targets"

@@ -259,3 +259,29 @@ def _roles(policy: dict[str, Any]) -> list[str]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def test_failed_rollouts_and_undelivered_uploads_alarm(env: Synthesized) -> None:
+    """What no PromotionFailures line reports: an execution that failed, timed out or was
+    aborted, and upload events waiting in the dead-letter queue."""
+    from aws_cdk.assertions import Match
+
+    env.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Metrics": Match.array_with(
+                [Match.object_like({"Expression": "failed + timedout + aborted"})]
+            ),
+            "Threshold": 1,
+            "AlarmActions": Match.any_value(),
+        },
+    )
+    env.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Namespace": "AWS/SQS",
+            "Threshold": 1,
+            "AlarmActions": Match.any_value(),
+        },
+    )

@@ -133,7 +133,7 @@ def push(
     """Validate locally, upload to uploads/MODEL/ (the promoter takes it from there)."""
     import tempfile
 
-    from inferstack.release.bundle import build_bundle, is_bundle
+    from inferstack.release.bundle import build_bundle, has_external_data, is_bundle
     from inferstack.release.validate import limits_for, validate_model
 
     problem = model_name_problem(model)
@@ -143,7 +143,8 @@ def push(
     target = _checked(lambda: deployed.target_of(model)).get("target", "lambda")
     with tempfile.TemporaryDirectory(prefix="inferstack-push-") as work:
         upload = file
-        if reference is not None and not is_bundle(file):
+        # A reference sample or external data files travel with the model in one bundle.
+        if not is_bundle(file) and (reference is not None or has_external_data(file)):
             upload = build_bundle(file, Path(work) / f"{model}.tar.gz", reference=reference)
         report = validate_model(
             upload,
@@ -219,11 +220,17 @@ def _follow_upload(
     if outcome.kind == "unchanged":
         out.print(f"unchanged: release {outcome.release} is live with the same content")
         return
+    if outcome.kind == "superseded":
+        fail(f"superseded: {outcome.reason}")
     _follow_release(store, model, str(outcome.release), ends)
 
 
-def _follow_release(store: ReleaseStore, model: str, release: str, ends: float) -> None:
-    seen = 0
+def _follow_release(
+    store: ReleaseStore, model: str, release: str, ends: float, *, seen: int = 0
+) -> None:
+    """Print the release's new status entries until it is live or has failed. `seen`: the
+    entries there before this rollout started (a release promoted again has a history)."""
+    started = seen
     while True:
         history = store.history(model, release)
         for entry in history[seen:]:
@@ -231,7 +238,7 @@ def _follow_release(store: ReleaseStore, model: str, release: str, ends: float) 
                 f"release {release}: {entry.state}" + (f" ({entry.reason})" if entry.reason else "")
             )
         seen = len(history)
-        state = history[-1].state if history else None
+        state = history[-1].state if len(history) > started else None
         if state == "live":
             return
         if state in ("failed", "rolled_back", "superseded"):
@@ -325,12 +332,14 @@ def promote(
 ) -> None:
     """Roll MODEL's target to RELEASE (validated earlier) and make it live."""
     deployed = _environment(env, bucket=bucket, state_machine=state_machine)
-    found = _checked(lambda: deployed.store().get_release(model, release))
+    store = deployed.store()
+    found = _checked(lambda: store.get_release(model, release))
     if not found.validated:
         fail(f"release {release} of {model} did not pass validation")
+    before = len(_checked(lambda: store.history(model, release)))
     _start(deployed, {"action": "promote", "model": model, "release": release, "by": caller()})
     if wait:
-        _follow_release(deployed.store(), model, release, time.monotonic() + timeout)
+        _follow_release(store, model, release, time.monotonic() + timeout, seen=before)
 
 
 @app.command()
@@ -348,11 +357,13 @@ def rollback(
 ) -> None:
     """Roll MODEL back to the release live before the current one (or to --to)."""
     deployed = _environment(env, bucket=bucket, state_machine=state_machine)
-    target = _checked(lambda: deployed.store().rollback_target(model, to))
+    store = deployed.store()
+    target = _checked(lambda: store.rollback_target(model, to))
+    before = len(_checked(lambda: store.history(model, target.release)))
     _start(deployed, {"action": "rollback", "model": model, "to": target.release, "by": caller()})
     out.print(f"rolling {model} back to release {target.release}")
     if wait:
-        _follow_release(deployed.store(), model, target.release, time.monotonic() + timeout)
+        _follow_release(store, model, target.release, time.monotonic() + timeout, seen=before)
 
 
 def _start(deployed: DeployedEnvironment, request: dict[str, Any]) -> None:

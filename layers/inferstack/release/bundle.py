@@ -96,6 +96,14 @@ def location_problem(location: str) -> str | None:
     return None
 
 
+def has_external_data(model_path: Path) -> bool:
+    """The model keeps tensors in other files (it must be uploaded as a bundle)."""
+    try:
+        return bool(_read_locations(model_path))
+    except UploadError:
+        return False  # not ONNX: the gate says so, check by check
+
+
 def _read_locations(model_path: Path) -> list[str]:
     import onnx
 

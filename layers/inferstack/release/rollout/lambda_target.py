@@ -9,7 +9,8 @@ Steps, each leaving the previous release serving if it fails:
 3. Invoke that version directly (the alias still serves the old one): ready, then one
    inference on the release's smoke request; both must answer 200 with this release's id.
 4. Move the alias (RevisionId-guarded). Provisioned concurrency configured on the alias moves
-   with it: Lambda allocates it to the new version.
+   with it: the rollout is live once Lambda reports the new version's allocation READY
+   (`check`), and a FAILED allocation moves the alias back.
 
 $LATEST keeps the pin until the next `cdk deploy`, which sets the live pointer again:
 both load the live release, so a deploy never undoes a promotion.
@@ -84,9 +85,49 @@ class LambdaRollout(Rollout):
                 f"could not move alias {self.alias}: {aws_reason(exc)}",
                 {"version": version},
             )
-        return Progress(
-            "succeeded", None, {"version": version, "previous": alias["FunctionVersion"]}
-        )
+        state = {"version": version, "previous": alias["FunctionVersion"]}
+        return self.check(Progress("in_progress", None, state))
+
+    def check(self, progress: Progress) -> Progress:
+        """Live once the alias's provisioned concurrency (if any) is READY on the new version.
+
+        Moving the alias moves its provisioned concurrency: Lambda initializes that many
+        environments of the new version (minutes for a large model), and a FAILED allocation
+        (the init failing, say) moves the alias back. GetProvisionedConcurrencyConfig:
+        https://docs.aws.amazon.com/lambda/latest/api/API_GetProvisionedConcurrencyConfig.html
+        """
+        state = dict(progress.state or {})
+        try:
+            config = self.client.get_provisioned_concurrency_config(
+                FunctionName=self.function, Qualifier=self.alias
+            )
+        except Exception as exc:
+            if _code(exc) == "ProvisionedConcurrencyConfigNotFoundException":
+                return Progress("succeeded", None, state)  # none on this alias
+            return Progress(
+                "in_progress", f"could not read provisioned concurrency: {aws_reason(exc)}", state
+            )
+        status = config.get("Status")
+        if status == "READY":
+            return Progress("succeeded", None, state)
+        if status == "FAILED":
+            reason = config.get("StatusReason") or "allocation failed"
+            self._move_back(state)
+            return Progress(
+                "failed",
+                f"provisioned concurrency of version {state.get('version')}"
+                f" failed: {reason}; alias {self.alias} is back on "
+                f"version {state.get('previous')}",
+                state,
+            )
+        return Progress("in_progress", f"provisioned concurrency {status}", state)
+
+    def _move_back(self, state: dict[str, Any]) -> None:
+        previous = state.get("previous")
+        if previous:
+            self.client.update_alias(
+                FunctionName=self.function, Name=self.alias, FunctionVersion=str(previous)
+            )
 
     def _publish(self, release: ReleaseRef) -> str:
         config = self.client.get_function_configuration(FunctionName=self.function)
@@ -141,6 +182,11 @@ class LambdaRollout(Rollout):
         if reply.get("FunctionError"):
             raise RuntimeError(f"{reply['FunctionError']}: {payload.get('errorMessage', payload)}")
         return dict(payload)
+
+
+def _code(exc: Exception) -> str | None:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return str(code) if code else None
 
 
 def _guarded(record: dict[str, Any]) -> dict[str, Any]:
