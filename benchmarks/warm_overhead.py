@@ -174,7 +174,6 @@ def breakdown(entry: Any, model: BenchModel, config: Config) -> dict[str, float]
     names = [spec.name for spec in served.outputs]
     feed = {model.input_name: array}
     record = RequestRecord(
-        "infer",
         200,
         0.1,
         model="wine",

@@ -74,10 +74,9 @@ class DataPlane:
     def handle(self, request: HttpRequest) -> HttpResponse:
         """Serve one request synchronously (the Lambda path: no event loop)."""
         start = time.perf_counter()
-        record = RequestRecord("unrouted", 500, 0.0, request_bytes=len(request.body))
+        record = RequestRecord(request_bytes=len(request.body))
         try:
             route, params = match_route(request.method, request.path)
-            record.endpoint = route.endpoint
             if route.endpoint in ("infer", "predict_v1"):
                 call = self._prepare(route, params, request, record)
                 outputs = self._predict(call, record)
@@ -93,7 +92,7 @@ class DataPlane:
     ) -> HttpResponse:
         """Serve one routed request on an event loop; inference runs off the loop."""
         start = time.perf_counter()
-        record = RequestRecord(route.endpoint, 500, 0.0, request_bytes=len(request.body))
+        record = RequestRecord(request_bytes=len(request.body))
         try:
             if route.endpoint in ("infer", "predict_v1"):
                 if len(request.body) > _DECODE_ON_LOOP_BYTES:
@@ -114,8 +113,7 @@ class DataPlane:
 
     def reject(self, status: int, message: str) -> HttpResponse:
         """An error the host found before routing (say, an undecodable event), accounted."""
-        record = RequestRecord("unrouted", status, 0.0)
-        return self._account(error_response(status, message), record, time.perf_counter())
+        return self._account(error_response(status, message), RequestRecord(), time.perf_counter())
 
     def _account(self, response: HttpResponse, record: RequestRecord, start: float) -> HttpResponse:
         record.status = response.status

@@ -66,7 +66,6 @@ class RequestRecord:
     """
 
     __slots__ = (
-        "endpoint",
         "model",
         "model_ms",
         "model_version",
@@ -78,9 +77,8 @@ class RequestRecord:
 
     def __init__(
         self,
-        endpoint: str,
-        status: int,
-        total_ms: float,
+        status: int = 500,
+        total_ms: float = 0.0,
         *,
         model: str | None = None,
         model_version: str | None = None,
@@ -88,7 +86,8 @@ class RequestRecord:
         request_bytes: int = 0,
         response_bytes: int = 0,
     ) -> None:
-        self.endpoint, self.status, self.total_ms = endpoint, status, total_ms
+        """status and total_ms are the answer's, filled in when it is known."""
+        self.status, self.total_ms = status, total_ms
         self.model, self.model_version, self.model_ms = model, model_version, model_ms
         self.request_bytes, self.response_bytes = request_bytes, response_bytes
 

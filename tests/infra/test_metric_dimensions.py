@@ -63,9 +63,7 @@ def _serving_runtime(env: dict[str, str]) -> list[Emitted]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for status in (200, 429):
-            record = RequestRecord(
-                "infer", status, 4.0, model=model, model_version="3", model_ms=2.0
-            )
+            record = RequestRecord(status, 4.0, model=model, model_version="3", model_ms=2.0)
             telemetry.record(record)
     return _emf_metrics(out.getvalue())
 

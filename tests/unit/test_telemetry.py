@@ -40,7 +40,6 @@ def powertools_flush(telemetry: PowertoolsTelemetry, record: RequestRecord, cold
 
 def record(version: str, total_ms: float, model_ms: float, sizes: tuple[int, int]) -> RequestRecord:
     return RequestRecord(
-        "infer",
         200,
         total_ms,
         model="wine",
