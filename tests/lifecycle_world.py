@@ -25,13 +25,13 @@ from inferstack.names import (
     SSM_MODEL_BUCKET,
     SSM_ROLLOUT_STATE_MACHINE,
     SSM_TARGETS,
-    live_pointer_key,
     ssm_parameter_name,
 )
 from inferstack.release.promote import Promoter
 from inferstack.release.rollout.lambda_target import LambdaRollout
 from inferstack.release.store import ReleaseStore
 from tests.functional.aws_doubles import lambda_invoke, no_provisioned_concurrency
+from tests.functional.deployed import ROLE, inference_function, served_version
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 BUCKET = "acme-dev-models"
 FUNCTION = "inferstack-dev-wine"
 ENVIRONMENT = "dev"
-ACCOUNT_ROLE = "arn:aws:iam::123456789012:role/inferstack"
+
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -87,29 +87,12 @@ class LifecycleWorld:
         events.put_targets(
             Rule="uploads", Targets=[{"Id": "q", "Arn": arn["Attributes"]["QueueArn"]}]
         )
-        boto3.client("iam", endpoint_url=self.endpoint).create_role(
-            RoleName="inferstack", AssumeRolePolicyDocument="{}"
-        )
-        self.lambda_.create_function(
-            FunctionName=FUNCTION,
-            Role=ACCOUNT_ROLE,
-            PackageType="Image",
-            Code={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/inference:1"},
-            Environment={
-                "Variables": {
-                    "INFERSTACK_MODEL_NAME": "wine",
-                    "INFERSTACK_MODEL_URI": f"s3://{BUCKET}/{live_pointer_key('wine')}",
-                    "INFERSTACK_METRICS": "off",
-                }
-            },
-        )
-        first = self.lambda_.publish_version(FunctionName=FUNCTION)["Version"]
-        self.lambda_.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=first)
+        inference_function(self.lambda_, function=FUNCTION, bucket=BUCKET)
         self.targets = {"wine": {"target": "lambda", "function": FUNCTION, "alias": "live"}}
         machine = self.sfn.create_state_machine(
             name="inferstack-dev-rollout",
             definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-            roleArn=ACCOUNT_ROLE,
+            roleArn=ROLE,
         )["stateMachineArn"]
         self.state_machine = machine
         ssm = boto3.client("ssm", endpoint_url=self.endpoint)
@@ -160,23 +143,7 @@ class LifecycleWorld:
 
     def served_version(self) -> str:
         """What a new execution environment of the alias's version serves."""
-        from inferstack.bootstrap import lambda_entry_from_env
-        from tests.functional.conftest import json_infer_body, reference_rows
-
-        version = self.lambda_.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"]
-        config = self.lambda_.get_function_configuration(FunctionName=FUNCTION, Qualifier=version)
-        handler = lambda_entry_from_env(config["Environment"]["Variables"])
-        event = {
-            "httpMethod": "POST",
-            "path": "/v2/models/wine/infer",
-            "headers": {},
-            "body": json_infer_body(reference_rows(2)),
-            "isBase64Encoded": False,
-        }
-        reply = handler(event, None)
-        if reply["statusCode"] != 200:
-            return f"HTTP {reply['statusCode']}: {reply['body']}"
-        return str(json.loads(reply["body"])["model_version"])
+        return served_version(self.lambda_, FUNCTION)
 
     def cli_env(self) -> dict[str, str]:
         """The environment a user's shell would give `inferstack` to reach this account."""

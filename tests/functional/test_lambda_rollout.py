@@ -20,6 +20,7 @@ from inferstack.release.rollout.lambda_target import LambdaRollout
 
 from .aws_doubles import OneCall, lambda_invoke, no_provisioned_concurrency
 from .conftest import DEMO_MODEL, json_infer_body, reference_rows
+from .deployed import inference_function, use_fake_aws, versioned_bucket
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,34 +35,12 @@ SMOKE = json_infer_body(reference_rows(2))
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[dict[str, Any]]:
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_fake_aws(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        iam = boto3.client("iam")
-        iam.create_role(RoleName="inferstack-dev-wine", AssumeRolePolicyDocument="{}")
+        versioned_bucket(s3, BUCKET)
         client = boto3.client("lambda")
-        live_uri = f"s3://{BUCKET}/{live_pointer_key('wine')}"
-        client.create_function(
-            FunctionName=FUNCTION,
-            Role=ROLE,
-            PackageType="Image",
-            Code={"ImageUri": IMAGE},
-            Environment={
-                "Variables": {
-                    "INFERSTACK_MODEL_NAME": "wine",
-                    "INFERSTACK_MODEL_URI": live_uri,
-                    "INFERSTACK_METRICS": "off",
-                }
-            },
-        )
-        first = client.publish_version(FunctionName=FUNCTION)["Version"]
-        client.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=first)
+        first = inference_function(client, function=FUNCTION, bucket=BUCKET)
         yield {"s3": s3, "lambda": client, "first": first}
 
 

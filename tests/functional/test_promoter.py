@@ -23,7 +23,14 @@ from inferstack.release.store import ReleaseStore
 
 from . import bad_models
 from .aws_doubles import lambda_invoke, no_provisioned_concurrency
-from .conftest import DEMO_DIR, DEMO_MODEL, REPO_ROOT, json_infer_body, reference_rows
+from .conftest import DEMO_DIR, DEMO_MODEL
+from .deployed import (
+    inference_function,
+    through_alias,
+    upload_event,
+    use_fake_aws,
+    versioned_bucket,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,8 +38,6 @@ if TYPE_CHECKING:
 
 BUCKET = "acme-models"
 FUNCTION = "inferstack-dev-wine"
-EVENT_SAMPLE = REPO_ROOT.parent / "shared" / "fixtures" / "aws-events"
-SAMPLE = "s3EventBridgeObjectCreated_awsdocs-ev-events.json"
 
 
 class World:
@@ -62,33 +67,11 @@ class World:
 
     def upload(self, path: Path, name: str = "model.onnx", **metadata: str) -> dict[str, Any]:
         """Put the file under uploads/wine/ and return the S3 event AWS would send."""
-        key = f"uploads/wine/{name}"
-        put = self.s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes(), Metadata=metadata)
-        event = json.loads((EVENT_SAMPLE / SAMPLE).read_text())
-        event["detail"]["bucket"]["name"] = BUCKET
-        event["detail"]["object"].update(
-            key=key,
-            size=path.stat().st_size,
-            etag=put["ETag"].strip('"'),
-            **{"version-id": put["VersionId"]},
-        )
-        return event
+        return upload_event(self.s3, BUCKET, f"uploads/wine/{name}", path.read_bytes(), **metadata)
 
     def alias_serves(self) -> dict[str, Any]:
         """An inference through the alias's version, as API Gateway would call it."""
-        from inferstack.bootstrap import lambda_entry_from_env
-
-        version = self.lambda_.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"]
-        config = self.lambda_.get_function_configuration(FunctionName=FUNCTION, Qualifier=version)
-        handler = lambda_entry_from_env(config["Environment"]["Variables"])
-        event = {
-            "httpMethod": "POST",
-            "path": "/v2/models/wine/infer",
-            "headers": {},
-            "body": json_infer_body(reference_rows(2)),
-            "isBase64Encoded": False,
-        }
-        reply = handler(event, None)
+        reply = through_alias(self.lambda_, FUNCTION)
         assert reply["statusCode"] == 200, reply
         return dict(json.loads(reply["body"]))
 
@@ -98,32 +81,10 @@ class World:
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[World]:
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_fake_aws(monkeypatch)
     with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        boto3.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
-        client = boto3.client("lambda")
-        client.create_function(
-            FunctionName=FUNCTION,
-            Role="arn:aws:iam::123456789012:role/fn",
-            PackageType="Image",
-            Code={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/inference:1"},
-            Environment={
-                "Variables": {
-                    "INFERSTACK_MODEL_NAME": "wine",
-                    "INFERSTACK_MODEL_URI": f"s3://{BUCKET}/releases/wine/live.json",
-                    "INFERSTACK_METRICS": "off",
-                }
-            },
-        )
-        first = client.publish_version(FunctionName=FUNCTION)["Version"]
-        client.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=first)
+        versioned_bucket(boto3.client("s3"), BUCKET)
+        inference_function(boto3.client("lambda"), function=FUNCTION, bucket=BUCKET)
         yield World()
 
 

@@ -25,7 +25,14 @@ from tests.rollout_asl import Execution, definition
 
 from . import bad_models
 from .aws_doubles import lambda_invoke, no_provisioned_concurrency
-from .conftest import DEMO_MODEL, REPO_ROOT, FakeContext, json_infer_body, reference_rows
+from .conftest import DEMO_MODEL, REPO_ROOT, FakeContext
+from .deployed import (
+    inference_function,
+    served_version,
+    upload_event,
+    use_fake_aws,
+    versioned_bucket,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,8 +41,6 @@ if TYPE_CHECKING:
 BUCKET = "acme-models"
 FUNCTION = "inferstack-dev-wine"
 HANDLER_FILE = REPO_ROOT / "functions" / "model_promoter" / "handler.py"
-EVENT_SAMPLE = REPO_ROOT.parent / "shared" / "fixtures" / "aws-events"
-SAMPLE = "s3EventBridgeObjectCreated_awsdocs-ev-events.json"
 TARGETS = {"wine": {"target": "lambda", "function": FUNCTION, "alias": "live"}}
 
 
@@ -115,37 +120,11 @@ class World:
 
     def upload(self, path: Path, name: str = "model.onnx") -> dict[str, Any]:
         """Put the file under uploads/wine/; the S3 event AWS sends (its documented sample)."""
-        key = f"uploads/wine/{name}"
-        put = self.s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
-        event: dict[str, Any] = json.loads((EVENT_SAMPLE / SAMPLE).read_text())
-        event["detail"]["bucket"]["name"] = BUCKET
-        event["detail"]["object"].update(
-            key=key,
-            size=path.stat().st_size,
-            etag=put["ETag"].strip('"'),
-            **{"version-id": put["VersionId"]},
-        )
-        return event
+        return upload_event(self.s3, BUCKET, f"uploads/wine/{name}", path.read_bytes())
 
     def served_version(self) -> str:
         """model_version of an inference through the alias, as API Gateway calls it."""
-        from inferstack.bootstrap import lambda_entry_from_env
-
-        version = self.lambda_.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"]
-        config = self.lambda_.get_function_configuration(FunctionName=FUNCTION, Qualifier=version)
-        handler = lambda_entry_from_env(config["Environment"]["Variables"])
-        reply = handler(
-            {
-                "httpMethod": "POST",
-                "path": "/v2/models/wine/infer",
-                "headers": {},
-                "body": json_infer_body(reference_rows(2)),
-                "isBase64Encoded": False,
-            },
-            None,
-        )
-        assert reply["statusCode"] == 200, reply
-        return str(json.loads(reply["body"])["model_version"])
+        return served_version(self.lambda_, FUNCTION)
 
     def states(self, release: str) -> list[str]:
         return [entry.state for entry in self.store.history("wine", release)]
@@ -153,32 +132,10 @@ class World:
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[World]:
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_fake_aws(monkeypatch)
     with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        boto3.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
-        client = boto3.client("lambda")
-        client.create_function(
-            FunctionName=FUNCTION,
-            Role="arn:aws:iam::123456789012:role/fn",
-            PackageType="Image",
-            Code={"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/inference:1"},
-            Environment={
-                "Variables": {
-                    "INFERSTACK_MODEL_NAME": "wine",
-                    "INFERSTACK_MODEL_URI": f"s3://{BUCKET}/releases/wine/live.json",
-                    "INFERSTACK_METRICS": "off",
-                }
-            },
-        )
-        first = client.publish_version(FunctionName=FUNCTION)["Version"]
-        client.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=first)
+        versioned_bucket(boto3.client("s3"), BUCKET)
+        inference_function(boto3.client("lambda"), function=FUNCTION, bucket=BUCKET)
         module = import_promoter_handler(
             monkeypatch,
             {

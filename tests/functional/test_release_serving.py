@@ -28,6 +28,7 @@ from .conftest import (
     json_infer_body,
     reference_rows,
 )
+from .deployed import use_fake_aws, versioned_bucket
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -41,15 +42,10 @@ LIVE_URI = f"s3://{BUCKET}/{live_pointer_key('wine')}"
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[S3Client]:
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_fake_aws(monkeypatch)
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        versioned_bucket(client, BUCKET)
         yield client
 
 

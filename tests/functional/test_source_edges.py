@@ -21,6 +21,7 @@ from inferstack.exceptions import ModelLoadError
 from inferstack.sources import S3ModelCache, file_sha256, parse_s3_uri, resolve_model_file
 
 from .conftest import DEMO_MODEL
+from .deployed import use_fake_aws
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -38,14 +39,7 @@ UNREACHABLE = "http://127.0.0.1:9"
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    use_fake_aws(monkeypatch)
 
 
 @pytest.fixture
