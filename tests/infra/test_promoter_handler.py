@@ -21,18 +21,17 @@ import pytest
 from moto import mock_aws
 
 from inferstack.release.rollout.lambda_target import LambdaRollout
-from tests.rollout_asl import Execution, definition
-
-from . import bad_models
-from .aws_doubles import lambda_invoke, no_provisioned_concurrency
-from .conftest import DEMO_MODEL, REPO_ROOT, FakeContext
-from .deployed import (
+from tests.functional import bad_models
+from tests.functional.aws_doubles import lambda_invoke, no_provisioned_concurrency
+from tests.functional.conftest import DEMO_MODEL, REPO_ROOT, FakeContext
+from tests.functional.deployed import (
     inference_function,
     served_version,
     upload_event,
     use_fake_aws,
     versioned_bucket,
 )
+from tests.rollout_asl import Execution, definition
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -131,7 +130,8 @@ class World:
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[World]:
+def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[World]:
+    monkeypatch.setenv("INFERSTACK_CACHE_DIR", str(tmp_path / "model-cache"))
     use_fake_aws(monkeypatch)
     with mock_aws():
         versioned_bucket(boto3.client("s3"), BUCKET)
