@@ -49,7 +49,10 @@ if TYPE_CHECKING:
 
 PROMOTER_DOCKERFILE = "functions/model_promoter/Dockerfile"
 ARCHITECTURE = "arm64"  # Graviton: cheaper per GB-second; onnxruntime ships aarch64 wheels
-MEMORY_MB = 3008  # validation loads the whole model in ONNX Runtime
+# The validation gate loads the model in a child process bounded at 8,192 MB for GPU targets
+# (inferstack.release.validate.TARGET_LIMITS): the function needs that and room for itself.
+# 10,240 MB is Lambda's maximum; a promoter runs per upload, so it costs nothing idle.
+MEMORY_MB = 10240
 EPHEMERAL_STORAGE_MB = 10240  # the artifact is downloaded to /tmp before validation
 TIMEOUT = cdk.Duration.minutes(10)
 # Lambda's limit on all environment variables of a function together.
