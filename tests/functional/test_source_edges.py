@@ -270,3 +270,17 @@ def test_downloads_write_only_inside_the_cache(
     path = S3ModelCache(tmp_path / "cache", s3).fetch(parse_s3_uri(f"s3://{BUCKET}/{KEY}"))
     assert path.read_bytes() == FIRST
     assert not blocked.exists()
+
+
+def test_a_cached_model_file_that_went_missing_is_downloaded_again(
+    s3: S3Client, tmp_path: Path
+) -> None:
+    """/tmp can lose a file (an interrupted cleanup): its checksum sidecar alone is not a
+    cached model."""
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=FIRST)
+    cache = S3ModelCache(tmp_path, s3)
+    location = parse_s3_uri(f"s3://{BUCKET}/{KEY}")
+    path = cache.fetch(location)
+    path.unlink()
+    assert cache.fetch(location).read_bytes() == FIRST
