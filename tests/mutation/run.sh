@@ -14,7 +14,9 @@
 # (default mutants/work, git-ignored; kept between runs, so mutmut regenerates only the
 # modules whose source changed). MUTATION_CHILDREN: mutants run in parallel (default 1).
 # FAIL_UNDER: the score each module must reach (default 90). RETEST=1: rerun only the
-# mutants the previous run left undetected (after writing tests for them).
+# mutants the previous run left undetected (after writing tests for them). FRESH=1: forget the
+# selected modules' earlier verdicts and run every mutant again (mutmut 3.8 keeps the verdicts
+# of functions whose code did not change, even when the tests did).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -90,6 +92,12 @@ open(path, "w").write(head + marker + extra + section)
 EOF
 
 cd "$WORK"
+if [[ -n "${FRESH:-}" ]]; then
+    for name in "${selected[@]}"; do
+        module_path="${MODULES[$name]//.//}"
+        rm -f "mutants/$module_path.py" "mutants/$module_path.py.meta"
+    done
+fi
 # mutmut itself stops if the tests do not run the mutants: its forced-fail pass (every
 # mutated function raising) must fail, and coverage must be recorded under the mutants' names.
 for name in "${selected[@]}"; do
