@@ -284,3 +284,29 @@ def test_a_cached_model_file_that_went_missing_is_downloaded_again(
     path = cache.fetch(location)
     path.unlink()
     assert cache.fetch(location).read_bytes() == FIRST
+
+
+def test_downloads_are_read_in_bounded_chunks(s3: S3Client, tmp_path: Path) -> None:
+    """A multi-GB model must stream to disk, never be held whole in memory: every read of
+    the response body asks for at most 1 MiB (the body is wrapped to see the reads)."""
+    import io
+
+    from botocore.response import StreamingBody
+
+    reads: list[int | None] = []
+
+    class Watched(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            reads.append(size)
+            return super().read(size)
+
+    def watch(parsed: dict[str, Any], **_: Any) -> None:
+        data = parsed["Body"].read()
+        parsed["Body"] = StreamingBody(Watched(data), len(data))
+
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=FIRST * 2000)  # ~2.8 MB
+    s3.meta.events.register("after-call.s3.GetObject", watch)
+    path = S3ModelCache(tmp_path, s3).fetch(parse_s3_uri(f"s3://{BUCKET}/{KEY}"))
+    assert path.stat().st_size == len(FIRST) * 2000
+    assert reads and all(isinstance(n, int) and 0 < n <= 1024 * 1024 for n in reads), reads
