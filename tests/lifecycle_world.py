@@ -171,8 +171,10 @@ def upload_rule_pattern(template: dict[str, Any], bucket: str) -> dict[str, Any]
 
 def moto_server() -> Iterator[str]:
     """A fresh account: moto keeps its state per process, so it is reset on both ends."""
+    import logging
     import urllib.request
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every call
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
