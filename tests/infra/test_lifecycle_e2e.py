@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,6 +115,23 @@ def test_push_to_live_then_reject_then_rollback(world: LifecycleWorld, tmp_path:
     assert "rolling wine back to release 1" in back.stdout
     world.pump()
     assert world.served_version() == "1"
+    # Promote release 2 again and wait: its old entries ("rolled_back") are not this rollout's.
+    waiting = subprocess.Popen(
+        [str(CLI), "promote", "wine", "2", "--env", "dev", "--wait", "--timeout", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=world.cli_env(),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while waiting.poll() is None and time.monotonic() < deadline:
+        world.pump()  # the state machine's part, once the CLI has started the execution
+        time.sleep(0.5)
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    assert "release 2: live" in out
+    assert world.served_version() == "2"
+    back_again = cli(world, "rollback", "wine", "--to", "1", "--wait", "--timeout", "1")
+    assert back_again.returncode == 1  # nothing runs the rollout: --wait gives up, and says so
+    assert "gave up waiting" in " ".join(back_again.stderr.split())
+    world.pump()
     status = cli(world, "status", "--json")
     (row,) = json.loads(status.stdout)["models"]
     assert (row["live"], row["rolling_out"], row["target"]) == ("1", None, "lambda")

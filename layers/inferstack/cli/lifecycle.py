@@ -112,6 +112,9 @@ BucketOption = Annotated[
 WaitOption = Annotated[bool, typer.Option(help="follow the rollout to its end")]
 TimeoutOption = Annotated[float, typer.Option(help="seconds --wait follows before giving up")]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+StateMachineOption = Annotated[
+    str | None, typer.Option(help="rollout state machine ARN (default: from SSM)")
+]
 
 
 @app.command()
@@ -328,7 +331,7 @@ def promote(
     wait: WaitOption = False,
     timeout: TimeoutOption = 3600.0,
     bucket: BucketOption = None,
-    state_machine: Annotated[str | None, typer.Option(help="rollout state machine ARN")] = None,
+    state_machine: StateMachineOption = None,
 ) -> None:
     """Roll MODEL's target to RELEASE (validated earlier) and make it live."""
     deployed = _environment(env, bucket=bucket, state_machine=state_machine)
@@ -336,10 +339,8 @@ def promote(
     found = _checked(lambda: store.get_release(model, release))
     if not found.validated:
         fail(f"release {release} of {model} did not pass validation")
-    before = len(_checked(lambda: store.history(model, release)))
-    _start(deployed, {"action": "promote", "model": model, "release": release, "by": caller()})
-    if wait:
-        _follow_release(store, model, release, time.monotonic() + timeout, seen=before)
+    request = {"action": "promote", "model": model, "release": release, "by": caller()}
+    _roll(deployed, store, request, release, timeout if wait else None)
 
 
 @app.command()
@@ -353,17 +354,30 @@ def rollback(
     wait: WaitOption = False,
     timeout: TimeoutOption = 3600.0,
     bucket: BucketOption = None,
-    state_machine: Annotated[str | None, typer.Option(help="rollout state machine ARN")] = None,
+    state_machine: StateMachineOption = None,
 ) -> None:
     """Roll MODEL back to the release live before the current one (or to --to)."""
     deployed = _environment(env, bucket=bucket, state_machine=state_machine)
     store = deployed.store()
     target = _checked(lambda: store.rollback_target(model, to))
-    before = len(_checked(lambda: store.history(model, target.release)))
-    _start(deployed, {"action": "rollback", "model": model, "to": target.release, "by": caller()})
+    request = {"action": "rollback", "model": model, "to": target.release, "by": caller()}
     out.print(f"rolling {model} back to release {target.release}")
-    if wait:
-        _follow_release(store, model, target.release, time.monotonic() + timeout, seen=before)
+    _roll(deployed, store, request, target.release, timeout if wait else None)
+
+
+def _roll(
+    deployed: DeployedEnvironment,
+    store: ReleaseStore,
+    request: dict[str, Any],
+    release: str,
+    wait_s: float | None,
+) -> None:
+    """Start the rollout; with `wait_s`, follow what it adds to the release's history."""
+    before = len(_checked(lambda: store.history(request["model"], release)))
+    _start(deployed, request)
+    if wait_s is not None:
+        ends = time.monotonic() + wait_s
+        _follow_release(store, request["model"], release, ends, seen=before)
 
 
 def _start(deployed: DeployedEnvironment, request: dict[str, Any]) -> None:
