@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from inferstack.exceptions import ModelLoadError, NoReleaseYet
 from inferstack.names import LIVE_POINTER_FILE, MANIFEST_FILE, RELEASES_PREFIX
-from inferstack.sources import S3Location, S3ModelCache, parse_s3_uri
+from inferstack.sources import S3Location, S3ModelCache, download_error, parse_s3_uri
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -70,8 +70,6 @@ def fetch_release(
 
 
 def _read_record(client: S3Client, location: S3Location) -> dict[str, Any]:
-    from inferstack.sources import download_error
-
     try:
         body = client.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
     except Exception as exc:

@@ -146,9 +146,11 @@ class PowertoolsTelemetry(Telemetry):
         # same for every request of a model version: Powertools builds it once per shape
         # (_emf_template) and each request fills in its values and timestamp. Building it
         # with add_metric/flush_metrics per request cost ~100 us of the ~250 us a warm
-        # Lambda request takes (benchmarks/warm_overhead.py); this costs ~10 us.
+        # Lambda request takes (benchmarks/warm_overhead.py); this costs ~5 us.
         shape = (record.model, record.model_version, record.model_ms is not None, self._cold)
-        template = self._emf_templates.get(shape) or self._emf_template(record)
+        template = self._emf_templates.get(shape)
+        if template is None:
+            template = self._emf_templates[shape] = self._emf_template(record)
         self._cold = False
         if template:
             document = template.copy()
@@ -165,7 +167,8 @@ class PowertoolsTelemetry(Telemetry):
             self._record_error(record)
 
     def _emf_template(self, record: RequestRecord) -> dict[str, Any]:
-        """Powertools' own EMF document for requests shaped like this one; {} when disabled."""
+        """Powertools' own EMF document for requests shaped like this one; {} when disabled.
+        record() keeps one per shape (models x versions: few), cleared past a bound."""
         from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
         metrics, unit = self.metrics, self._units
@@ -185,8 +188,6 @@ class PowertoolsTelemetry(Telemetry):
         metrics.clear_metrics()
         if len(self._emf_templates) >= _MAX_EMF_TEMPLATES:  # models x versions: bounded
             self._emf_templates.clear()
-        shape = (record.model, record.model_version, record.model_ms is not None, self._cold)
-        self._emf_templates[shape] = template
         return template
 
     def _record_error(self, record: RequestRecord) -> None:

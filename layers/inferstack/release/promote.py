@@ -15,7 +15,6 @@ orchestration. Any failure leaves the previous release serving and the pointer o
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import tempfile
 import time
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from inferstack.names import manifest_key
 from inferstack.release.bundle import load_reference, open_upload
 from inferstack.release.exceptions import ReleaseConflict, ReleaseError
-from inferstack.release.records import RolloutLock, SourceObject, SourceOutcome, State, utc_iso
+from inferstack.release.records import RolloutLock, SourceObject, SourceOutcome, State
 from inferstack.release.rollout.base import Progress, ReleaseRef, Rollout
 from inferstack.release.smoke import smoke_body
 from inferstack.release.store import ReleaseStore, parse_upload_key
@@ -369,14 +368,7 @@ def _progress(progress: Progress) -> Step:
         "phase": progress.phase,
         "phase_reason": progress.reason,
         "state": progress.state or {},
-        "checked_at": utc_iso_now(),
     }
-
-
-def utc_iso_now() -> str:
-    from datetime import UTC, datetime
-
-    return utc_iso(datetime.now(UTC))
 
 
 def _limit_overrides(target: Mapping[str, Any]) -> dict[str, Any]:
@@ -386,7 +378,3 @@ def _limit_overrides(target: Mapping[str, Any]) -> dict[str, Any]:
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def step_json(step: Step) -> str:
-    return json.dumps(step, sort_keys=True)
