@@ -54,7 +54,13 @@ def served(dataplane: DataPlane, request: HttpRequest, *, server: bool) -> tuple
     """The answer through Lambda's path (`handle`) or the server's (`ahandle`)."""
     if server:
         route, params = match_route(request.method, request.path)
-        response = asyncio.run(dataplane.ahandle(request, route, params))
+        # A loop of its own, never set as the thread's: asyncio.run would leave the main
+        # thread with no event loop, and Mangum (the Lambda tests) asks for one.
+        loop = asyncio.new_event_loop()
+        try:
+            response = loop.run_until_complete(dataplane.ahandle(request, route, params))
+        finally:
+            loop.close()
     else:
         response = dataplane.handle(request)
     return response.status, json.loads(response.body)

@@ -147,7 +147,7 @@ def test_an_oversized_model_is_rejected(tmp_path: Path) -> None:
 
 def test_a_model_too_slow_to_load_is_rejected(tmp_path: Path) -> None:
     limits = limits_for("lambda", max_load_seconds=0.15)
-    # The one-node model loads well within the bound the 4,000-node one cannot meet.
+    # The one-node model loads well within the bound the 12,000-node one cannot meet.
     assert validate_model(bad.tiny(tmp_path / "quick.onnx"), limits=limits).passed
     report = validate_model(bad.slow_to_load(tmp_path / "slow.onnx"), limits=limits)
     rejected(report, "load", "load time bound of 0.15 s")

@@ -16,7 +16,9 @@
 # FAIL_UNDER: the score each module must reach (default 90). RETEST=1: rerun only the
 # mutants the previous run left undetected (after writing tests for them). FRESH=1: forget the
 # selected modules' earlier verdicts and run every mutant again (mutmut 3.8 keeps the verdicts
-# of functions whose code did not change, even when the tests did).
+# of functions whose code did not change, even when the tests did). MUTATION_DEBUG=1: mutmut's
+# debug output (each pytest command it runs, with that run's output). MUTATION_PYTEST_ARGS:
+# more pytest arguments for every run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -65,7 +67,7 @@ rm -rf "$WORK/mutants/tests" "$WORK/mutants/layers" "$WORK/mutants/functions" \
 # Coverage per test is recollected every run (one pass of the suite): tests change too.
 rm -f "$WORK/mutants/mutmut-stats.json"
 "$BIN/python" - "$WORK/pyproject.toml" <<'EOF'
-import re, sys, tomllib
+import json, os, re, shlex, sys, tomllib
 path = sys.argv[1]
 text = open(path).read()
 head, marker, section = text.partition("[tool.mutmut]")
@@ -73,9 +75,10 @@ if not marker:
     sys.exit("pyproject.toml has no [tool.mutmut] section")
 section = section.replace('"layers/inferstack', '"inferstack')
 config = tomllib.loads(marker + section)["tool"]["mutmut"]
-# The tests find files from their own location (layers/, the Makefile, the README): mutmut
-# runs them in mutants/, so those files must be there too.
-wanted = ["layers", "Makefile", "README.md", "package.json", "package-lock.json"]
+# The tests find files from their own location (layers/, the Makefile, the README) and some
+# import infra/ or benchmarks/: mutmut runs them in mutants/, so those must be there too.
+wanted = ["layers", "infra", "benchmarks", "Makefile", "README.md", "package.json",
+          "package-lock.json"]
 missing = "".join(f'"{name}", ' for name in wanted if name not in config.get("also_copy", []))
 section = re.sub(r"also_copy = \[", "also_copy = [" + missing, section, count=1)
 # What a run here needs unless [tool.mutmut] says otherwise:
@@ -87,6 +90,14 @@ section = re.sub(r"also_copy = \[", "also_copy = [" + missing, section, count=1)
 #   took 22 s against the default limit of (estimate + 1 s) x 15 = 22.5 s.
 needed = {"process_isolation": '"forkserver"', "timeout_constant": "30.0",
           "timeout_multiplier": "4.0"}
+# MUTATION_PYTEST_ARGS: more pytest arguments for every run (say, --ignore=<a test file in
+# the middle of being written>).
+extra_args = shlex.split(os.environ.get("MUTATION_PYTEST_ARGS", ""))
+if extra_args:
+    quoted = "".join(f"{json.dumps(arg)}, " for arg in extra_args)
+    section = re.sub(r"pytest_add_cli_args = \[", "pytest_add_cli_args = [" + quoted, section, count=1)
+if os.environ.get("MUTATION_DEBUG"):  # mutmut prints each pytest command and its output
+    needed["debug"] = "true"
 extra = "".join(f"\n{key} = {value}" for key, value in needed.items() if key not in config)
 open(path, "w").write(head + marker + extra + section)
 EOF
