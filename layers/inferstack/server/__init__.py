@@ -26,6 +26,8 @@ def run(app: FastAPI, *, host: str, port: int, access_log: bool = False) -> int:
 
     import uvicorn
 
+    from inferstack.server.http import CoalescingHttpToolsProtocol
+
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(0)
 
@@ -41,6 +43,8 @@ def run(app: FastAPI, *, host: str, port: int, access_log: bool = False) -> int:
         # only shows in the access log) and a `server: uvicorn` header on every answer.
         proxy_headers=False,
         server_header=False,
+        # Each answer leaves in one write (see inferstack.server.http).
+        http=CoalescingHttpToolsProtocol,
     )
     uvicorn.Server(config).run()
     return 0
