@@ -54,6 +54,11 @@ API_INTEGRATION_TIMEOUT_S = 29
 LAMBDA_TIMEOUT_MARGIN_S = 3
 LAMBDA_TIMEOUT_MAX_S = API_INTEGRATION_TIMEOUT_S - LAMBDA_TIMEOUT_MARGIN_S
 LAMBDA_TIMEOUT_DEFAULT_S = 25
+# A canary's bake must end well inside the rollout's 3-hour execution (rollout_machine.TIMEOUT,
+# = promote.ROLLOUT_STALE_S), whose Start may first wait up to 2 hours for another rollout of
+# the model (rollout_machine.SLOT_WAIT): 40 minutes leave room for the metrics to settle and
+# provisioned concurrency to become READY (tests/infra/test_canary_infra.py checks the sum).
+CANARY_BAKE_MAX_MINUTES = 40
 # CreateEndpoint: EndpointName is at most 63 characters
 # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html).
 SAGEMAKER_ENDPOINT_NAME_MAX = 63
@@ -185,6 +190,39 @@ class ModelBase(Strict):
         return data
 
 
+class Canary(Strict):
+    """A Lambda model's canary: the new version takes `weight_percent` of the alias's traffic
+    for `bake_minutes`, and goes live only if its own figures stay within the bounds."""
+
+    weight_percent: Annotated[int, Field(ge=1, le=50)] = 10
+    bake_minutes: Annotated[int, Field(ge=1)] = 10
+    # (5xx answers + function errors) / requests of the canary's version.
+    max_error_rate: float = 0.01
+    max_p99_ms: Annotated[float, Field(gt=0)] | None = None
+    # More than 0: a bake that ends with fewer canary requests fails the release (nobody
+    # exercised it) instead of promoting it.
+    min_requests: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("max_error_rate")
+    @classmethod
+    def _a_fraction(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError(
+                "a fraction of the canary's requests, from 0 to 1 (0.01 is 1%), not a percentage"
+            )
+        return value
+
+    @field_validator("bake_minutes")
+    @classmethod
+    def _inside_the_rollout(cls, value: int) -> int:
+        if value > CANARY_BAKE_MAX_MINUTES:
+            raise ValueError(
+                f"at most {CANARY_BAKE_MAX_MINUTES} minutes: a rollout ends after 3 hours, "
+                "and may first wait up to 2 hours for another rollout of the model"
+            )
+        return value
+
+
 class LambdaModel(ModelBase):
     target: Literal[Target.LAMBDA]
     memory_mb: Annotated[int, Field(ge=512, le=10240)] = 2048
@@ -193,6 +231,9 @@ class LambdaModel(ModelBase):
     reserved_concurrency: Annotated[int, Field(ge=1)] | None = None
     provisioned_concurrency: Annotated[int, Field(ge=0)] = 0
     ephemeral_storage_mb: Annotated[int, Field(ge=512, le=10240)] = 1024
+    # A `[models.canary]` table turns it on (its keys have defaults); without one a release
+    # takes the whole alias once its smoke test passes.
+    canary: Canary | None = None
 
     @field_validator("timeout_s")
     @classmethod

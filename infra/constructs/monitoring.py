@@ -41,6 +41,7 @@ from inferstack.names import (
     METRIC_REQUEST_BYTES,
     METRIC_REQUESTS,
     METRIC_RESPONSE_BYTES,
+    METRIC_SERVER_ERRORS,
     METRICS_NAMESPACE,
     SERVICE_NAME,
 )
@@ -84,6 +85,8 @@ METRIC_DIMENSIONS: dict[str, tuple[frozenset[str], ...]] = {
             METRIC_REQUEST_BYTES,
             METRIC_RESPONSE_BYTES,
             METRIC_COLD_START,
+            # 1 per 5xx answer: the Lambda canary's own error rate (release/rollout/canary.py).
+            METRIC_SERVER_ERRORS,
         )
     },
     # telemetry.py: errors by class, without the version (one alarm covers every version).

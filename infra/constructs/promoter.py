@@ -65,7 +65,7 @@ _TOKEN_ESTIMATE_BYTES = 128
 class _TargetsJson:
     """INFERSTACK_TARGETS, rendered after every allow_*_rollout call has been made."""
 
-    def __init__(self, scope: Construct, entries: dict[str, dict[str, str]]) -> None:
+    def __init__(self, scope: Construct, entries: dict[str, dict[str, Any]]) -> None:
         self._stack = cdk.Stack.of(scope)
         self._entries = entries
 
@@ -110,9 +110,10 @@ class ModelPromoter(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
-        self.targets: dict[str, dict[str, str]] = {}
+        self.targets: dict[str, dict[str, Any]] = {}
         self.served_models = [m.name for m in config.models]
         self._invoke_suppressed = False
+        self._metrics_granted = False
 
         # Upload events the rule could not hand to the state machine land here; a non-empty
         # queue means an upload never started a rollout.
@@ -214,13 +215,17 @@ class ModelPromoter(Construct):
         self, model: LambdaModel, function: lambda_.IFunction, alias: lambda_.IAlias
     ) -> None:
         """Pin a new release on `function`, smoke-invoke the version it publishes and move
-        `alias` to it, nothing else."""
+        `alias` to it (through the model's canary, if it has one), nothing else."""
         self.targets[model.name] = {
             **_bounds(model),
             "target": Target.LAMBDA.value,
             "function": function.function_name,
             "alias": alias.alias_name,
+            # inferstack.release.rollout.canary.Canary.from_target reads it.
+            **({"canary": model.canary.model_dump()} if model.canary else {}),
         }
+        if model.canary:
+            self._allow_metric_reads()
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=[
@@ -412,6 +417,23 @@ class ModelPromoter(Construct):
         )
 
     # ------------------------------------------------------------------ helpers
+
+    def _allow_metric_reads(self) -> None:
+        """A canary reads its version's figures with GetMetricData, which has no resource-level
+        permissions: Resource "*" (Service Authorization Reference, CloudWatch,
+        https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html)."""
+        if self._metrics_granted:
+            return
+        self._metrics_granted = True
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(actions=["cloudwatch:GetMetricData"], resources=["*"])
+        )
+        self._suppress(
+            "AwsSolutions-IAM5",
+            "cloudwatch:GetMetricData has no resource-level permissions (AWS requires Resource "
+            "'*'); it only reads metrics: a Lambda canary's own figures.",
+            ["Resource::*"],
+        )
 
     def estimated_environment_bytes(self) -> int:
         """The environment's size with every deploy-time token counted generously."""

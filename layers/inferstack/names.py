@@ -61,6 +61,9 @@ METRIC_REQUEST_BYTES = "RequestBytes"
 METRIC_RESPONSE_BYTES = "ResponseBytes"
 METRIC_COLD_START = "ColdStart"
 METRIC_ERRORS = "Errors"
+# 1 when a request was answered 5xx, else 0, in the per-request document (by model_version):
+# the Lambda canary reads its own version's error rate from it.
+METRIC_SERVER_ERRORS = "ServerErrors"
 METRIC_DRIFT_SCORE = "DriftScore"
 METRIC_PROMOTION_FAILURES = "PromotionFailures"
 METRIC_GPU_UTILIZATION = "GPUUtilization"

@@ -2,7 +2,9 @@
 
 Metrics are CloudWatch EMF lines on stdout (Lambda, ECS awslogs and SageMaker all
 ship stdout to CloudWatch Logs, which extracts them), one document per request.
-Dimensions: environment, model, model version; errors also by class.
+Dimensions: environment, model, model version; errors also by class. The per-request
+document's ServerErrors (1 for a 5xx answer) gives each model version its own error rate,
+which the Lambda canary (inferstack.release.rollout.canary) reads.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ from inferstack.names import (
     METRIC_REQUEST_BYTES,
     METRIC_REQUESTS,
     METRIC_RESPONSE_BYTES,
+    METRIC_SERVER_ERRORS,
     METRICS_NAMESPACE,
     SERVICE_NAME,
 )
 from inferstack.settings import env_flag
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from aws_lambda_powertools import Logger, Metrics, Tracer
 
 SERVICE = SERVICE_NAME
@@ -57,6 +62,25 @@ ERROR_CLASSES = {
     500: "Internal",
     503: "NotReady",
 }
+
+
+def metric_identity(
+    env: Mapping[str, str],
+    *,
+    environment: str | None = None,
+    namespace: str | None = None,
+    service: str | None = None,
+) -> tuple[str, str, str]:
+    """(namespace, service, environment) of a process's metrics: the arguments, else what
+    the CDK app sets in `env`, else the defaults. The serving hosts emit under it; the
+    promoter, given the same variables, reads a canary's metrics under it."""
+    return (
+        namespace or env.get(ENV_METRICS_NAMESPACE) or METRICS_NAMESPACE,
+        # Passed explicitly (so a missing variable cannot make it "service_undefined"):
+        # the alarms watch the service dimension Powertools adds to every metric.
+        service or env.get(ENV_POWERTOOLS_SERVICE) or SERVICE,
+        environment or env.get(ENV_ENVIRONMENT) or DEFAULT_ENVIRONMENT,
+    )
 
 
 class RequestRecord:
@@ -120,11 +144,9 @@ class PowertoolsTelemetry(Telemetry):
         from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
         env = os.environ
-        self.environment = environment or env.get(ENV_ENVIRONMENT) or DEFAULT_ENVIRONMENT
-        self.namespace = namespace or env.get(ENV_METRICS_NAMESPACE) or METRICS_NAMESPACE
-        # Passed explicitly (so a missing variable cannot make it "service_undefined"):
-        # the alarms watch the service dimension Powertools adds to every metric.
-        self.service = service or env.get(ENV_POWERTOOLS_SERVICE) or SERVICE
+        self.namespace, self.service, self.environment = metric_identity(
+            env, environment=environment, namespace=namespace, service=service
+        )
         self.logger = Logger(service=self.service)
         self.metrics: Metrics = Metrics(namespace=self.namespace, service=self.service)
         # Powertools keeps metric state per process, shared by every Metrics object: a new
@@ -162,6 +184,7 @@ class PowertoolsTelemetry(Telemetry):
                 document[METRIC_MODEL_LATENCY] = [float(record.model_ms)]
             document[METRIC_REQUEST_BYTES] = [float(record.request_bytes)]
             document[METRIC_RESPONSE_BYTES] = [float(record.response_bytes)]
+            document[METRIC_SERVER_ERRORS] = [1.0 if record.status >= 500 else 0.0]
             print(orjson.dumps(document).decode())
         if record.status >= 400:
             self._record_error(record)
@@ -181,6 +204,7 @@ class PowertoolsTelemetry(Telemetry):
             metrics.add_metric(METRIC_MODEL_LATENCY, unit.Milliseconds, 0)
         metrics.add_metric(METRIC_REQUEST_BYTES, unit.Bytes, 0)
         metrics.add_metric(METRIC_RESPONSE_BYTES, unit.Bytes, 0)
+        metrics.add_metric(METRIC_SERVER_ERRORS, unit.Count, 0)
         if self._cold:
             metrics.add_metric(METRIC_COLD_START, unit.Count, 1)
         # POWERTOOLS_METRICS_DISABLED / POWERTOOLS_DEV silence flush_metrics; so here.

@@ -85,6 +85,28 @@ def test_shipped_environments_cover_every_target() -> None:
             '[api]\nauth = "iam"\n[api.quota]\nlimit = 5\n' + GOOD_MODEL,
             "bad.toml: api: quota applies",
         ),
+        (
+            GOOD_MODEL + "[models.canary]\nmax_error_rate = 5\n",
+            "bad.toml: models.0.canary.max_error_rate: a fraction of the canary's requests, "
+            "from 0 to 1 (0.01 is 1%), not a percentage (got 5)",
+        ),
+        (
+            GOOD_MODEL + "[models.canary]\nbake_minutes = 120\n",
+            "bad.toml: models.0.canary.bake_minutes: at most 40 minutes: a rollout ends after "
+            "3 hours, and may first wait up to 2 hours for another rollout of the model",
+        ),
+        (
+            GOOD_MODEL + "[models.canary]\nweight_percent = 80\n",
+            "bad.toml: models.0.canary.weight_percent: Input should be less than or equal to 50",
+        ),
+        (
+            GOOD_MODEL + "[models.canary]\nbake_minute = 10\n",
+            "bad.toml: models.0.canary.bake_minute: Extra inputs are not permitted",
+        ),
+        (
+            GOOD_MODEL + "[models.canary]\nmax_p99_ms = 0\n",
+            "bad.toml: models.0.canary.max_p99_ms: Input should be greater than 0",
+        ),
         ("models = [", "bad.toml: not valid TOML"),
         ('name = "other"\n' + GOOD_MODEL, "bad.toml: name: expected 'bad' (the file's name)"),
     ],
@@ -96,6 +118,23 @@ def test_a_wrong_setting_names_file_key_and_expectation(
     with pytest.raises(ConfigError) as caught:
         load_environment("bad", tmp_path)
     assert expected in str(caught.value)
+
+
+def test_a_canary_table_turns_the_canary_on_with_its_defaults(tmp_path: Path) -> None:
+    write(tmp_path, "qa", GOOD_MODEL + "[models.canary]\n")
+    (model,) = load_environment("qa", tmp_path).models
+    assert model.target is Target.LAMBDA
+    assert model.canary is not None
+    assert model.canary.model_dump() == {
+        "weight_percent": 10,
+        "bake_minutes": 10,
+        "max_error_rate": 0.01,
+        "max_p99_ms": None,
+        "min_requests": 0,
+    }
+    write(tmp_path, "none", GOOD_MODEL)
+    (plain,) = load_environment("none", tmp_path).models
+    assert plain.target is Target.LAMBDA and plain.canary is None
 
 
 def test_a_missing_environment_lists_the_known_ones(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ synthesized template, parses the EMF lines they print, and compares the dimensio
 (names and the values of service/environment) with every alarm and widget of every
 environment. Metrics that no code emits yet are held to their declared dimension set
 (infra.constructs.monitoring.METRIC_DIMENSIONS); their emitters join EMITTERS here.
+The Lambda canary's queries are held to the same: each reads a metric exactly as the
+serving function emits it, under the promoter's own environment.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from inferstack.names import (
     ENV_METRICS_NAMESPACE,
     ENV_MODEL_NAME,
     ENV_POWERTOOLS_SERVICE,
+    ENV_TARGETS,
     METRICS_NAMESPACE,
 )
+from infra.config import Target
 from infra.constructs.monitoring import METRIC_DIMENSIONS
 
 if TYPE_CHECKING:
@@ -214,3 +218,74 @@ def test_every_watched_metric_has_exactly_a_published_dimension_set(
         if dims.get(DIM_ENVIRONMENT, env.config.name) != env.config.name:
             problems.append(f"{where}: {metric} environment={dims[DIM_ENVIRONMENT]!r}")
     assert not problems, "\n".join(problems)
+
+
+def _lambda_hosts(template: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """The environment of every inference function (the canary's targets)."""
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::Lambda::Function":
+            continue
+        variables = resource["Properties"].get("Environment", {}).get("Variables", {})
+        if ENV_MODEL_NAME in variables:
+            yield {k: v for k, v in variables.items() if isinstance(v, str)}
+
+
+def _promoter_environment(template: dict[str, Any]) -> dict[str, str]:
+    (variables,) = (
+        resource["Properties"]["Environment"]["Variables"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::Function"
+        and ENV_TARGETS in resource["Properties"].get("Environment", {}).get("Variables", {})
+    )
+    return {k: v for k, v in variables.items() if isinstance(v, str)}
+
+
+def test_the_canary_reads_its_version_as_the_function_emits_it(
+    env: Synthesized, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The canary's queries (inferstack.release.rollout.canary), built under the promoter's
+    environment, name exactly the metrics and dimension values (release "3") that the
+    serving telemetry prints under the inference function's environment; Lambda's own are
+    queried by FunctionName + Resource (function:alias) + ExecutedVersion
+    (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics.html)."""
+    from inferstack.release.rollout.canary import LAMBDA_NAMESPACE
+    from inferstack.release.rollout.targets import canary_metrics
+
+    template = json.loads(env.template_path.read_text())
+    promoter_env = _promoter_environment(template)
+    hosts = list(_lambda_hosts(template))
+    assert len(hosts) == len(env.config.models_on(Target.LAMBDA)) >= 1
+    for host in hosts:
+        with monkeypatch.context() as patch:
+            for name in (ENV_POWERTOOLS_SERVICE, ENV_METRICS_NAMESPACE, ENV_ENVIRONMENT):
+                patch.delenv(name, raising=False)
+            for name, value in host.items():
+                patch.setenv(name, value)
+            emitted = {
+                (metric, tuple(sorted(dims.items()))) for metric, dims in _serving_runtime(host)
+            }
+        target = {"function": "inferstack-fn", "alias": "live"}
+        reader = canary_metrics(None, host[ENV_MODEL_NAME], target, promoter_env)
+        queries = reader.queries("3", "7", 60, p99=True)
+        ours = [
+            q["MetricStat"]["Metric"]
+            for q in queries
+            if q["MetricStat"]["Metric"]["Namespace"] != LAMBDA_NAMESPACE
+        ]
+        assert {m["MetricName"] for m in ours} == {"Requests", "ServerErrors", "Latency"}
+        for metric in ours:
+            assert metric["Namespace"] == METRICS_NAMESPACE
+            dims = tuple(sorted((d["Name"], d["Value"]) for d in metric["Dimensions"]))
+            assert (metric["MetricName"], dims) in emitted, (metric, sorted(emitted))
+        lambdas = [
+            q["MetricStat"]["Metric"]
+            for q in queries
+            if q["MetricStat"]["Metric"]["Namespace"] == LAMBDA_NAMESPACE
+        ]
+        assert {m["MetricName"] for m in lambdas} == {"Invocations", "Errors"}
+        for metric in lambdas:
+            assert {d["Name"]: d["Value"] for d in metric["Dimensions"]} == {
+                "FunctionName": "inferstack-fn",
+                "Resource": "inferstack-fn:live",
+                "ExecutedVersion": "7",
+            }

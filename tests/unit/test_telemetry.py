@@ -33,14 +33,17 @@ def powertools_flush(telemetry: PowertoolsTelemetry, record: RequestRecord, cold
     metrics.add_metric("ModelLatency", unit.Milliseconds, record.model_ms or 0)
     metrics.add_metric("RequestBytes", unit.Bytes, record.request_bytes)
     metrics.add_metric("ResponseBytes", unit.Bytes, record.response_bytes)
+    metrics.add_metric("ServerErrors", unit.Count, 1 if record.status >= 500 else 0)
     if cold:
         metrics.add_metric("ColdStart", unit.Count, 1)
     metrics.flush_metrics()
 
 
-def record(version: str, total_ms: float, model_ms: float, sizes: tuple[int, int]) -> RequestRecord:
+def record(
+    version: str, total_ms: float, model_ms: float, sizes: tuple[int, int], status: int = 200
+) -> RequestRecord:
     return RequestRecord(
-        200,
+        status,
         total_ms,
         model="wine",
         model_version=version,
@@ -54,24 +57,32 @@ def test_each_request_prints_the_document_powertools_would(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     telemetry = PowertoolsTelemetry(environment="test", service="inferstack")
-    requests = [record("1", 2.5, 1.25, (484, 190)), record("1", 7.0, 3.5, (12, 900))]
+    requests = [
+        record("1", 2.5, 1.25, (484, 190)),
+        record("1", 7.0, 3.5, (12, 900)),
+        record("1", 1.0, 0.5, (12, 40), status=503),
+        record("1", 1.0, 0.5, (12, 40), status=400),
+    ]
     before = int(time.time() * 1000)
     for request in requests:
         telemetry.record(request)
-    ours = emf_lines(capsys.readouterr().out)
+    ours = [d for d in emf_lines(capsys.readouterr().out) if "Requests" in d]  # not Errors
     after = int(time.time() * 1000)
     for index, request in enumerate(requests):
         powertools_flush(telemetry, request, cold=index == 0)
     theirs = emf_lines(capsys.readouterr().out)
 
-    assert len(ours) == len(theirs) == 2
+    assert len(ours) == len(theirs) == 4
     for mine, expected in zip(ours, theirs, strict=True):
         assert before <= mine["_aws"].pop("Timestamp") <= after
         expected["_aws"].pop("Timestamp")
         assert mine == expected
     # The values are each request's own, not the template's.
-    assert [d["Latency"] for d in ours] == [[2.5], [7.0]]
-    assert [d["ResponseBytes"] for d in ours] == [[190.0], [900.0]]
+    assert [d["Latency"] for d in ours] == [[2.5], [7.0], [1.0], [1.0]]
+    assert [d["ResponseBytes"] for d in ours] == [[190.0], [900.0], [40.0], [40.0]]
+    # A 5xx answer counts in its version's ServerErrors (the canary's error rate); a 4xx
+    # is the client's mistake, not the version's.
+    assert [d["ServerErrors"] for d in ours] == [[0.0], [0.0], [1.0], [0.0]]
     assert "ColdStart" in ours[0] and "ColdStart" not in ours[1]
 
 

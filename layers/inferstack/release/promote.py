@@ -261,12 +261,16 @@ class Promoter:
         )
         live = self.store.live(model)
         self.store.append_status(model, release, "rolling_out", step.get("reason"))
+        # A canary compares the release with a live one: a rollback restores a known release
+        # at once, and a first release has nothing to compare with.
+        canary = step["action"] != "rollback" and live is not None and live.release != release
         try:
-            rollout = self._rollout(model, release)
+            rollout = self._rollout(model, release, canary=canary)
             progress = rollout.start(ReleaseRef(model, release, self._manifest_uri(model, release)))
         except Exception as exc:  # a bug or an AWS error outside the target's own handling
             logger.exception("rollout of %s release %s could not start", model, release)
             progress = Progress("failed", f"{type(exc).__name__}: {exc}")
+        self._note_stage(model, release, None, progress)
         return {
             **step,
             **_progress(progress),
@@ -278,7 +282,20 @@ class Promoter:
         if step["phase"] != "in_progress":
             return step
         progress = Progress(step["phase"], step.get("phase_reason"), step.get("state"))
-        return {**step, **_progress(self._rollout(step["model"], step["release"]).check(progress))}
+        now = self._rollout(step["model"], step["release"]).check(progress)
+        self._note_stage(step["model"], step["release"], progress, now)
+        return {**step, **_progress(now)}
+
+    def _note_stage(self, model: str, release: str, before: Progress | None, now: Progress) -> None:
+        """Each stage a rollout enters (its state's "stage": a canary, waiting for provisioned
+        concurrency) goes into the release's history with its reason, so `inferstack
+        releases`/`push --wait` show why a release is still rolling out."""
+        stage = (now.state or {}).get("stage")
+        if now.phase != "in_progress" or not stage or not now.reason:
+            return
+        if before is not None and (before.state or {}).get("stage") == stage:
+            return
+        self.store.append_status(model, release, "rolling_out", now.reason, detail=now.state)
 
     def finish(self, step: Step) -> Step:
         model, release = step["model"], step["release"]
@@ -286,11 +303,16 @@ class Promoter:
         try:
             if step["phase"] != "succeeded":
                 reason = step.get("phase_reason") or "the rollout did not finish"
+                undone = self._abandon(step)
+                if undone:
+                    reason = f"{reason}; {undone}"
                 self.store.append_status(model, release, "failed", reason, detail=step.get("state"))
                 self.on_failure(model, reason)
                 return {**step, "result": "failed", "reason": reason}
             self._move_pointer(step)
-            self.store.append_status(model, release, "live", step.get("reason"))
+            self.store.append_status(
+                model, release, "live", step.get("reason"), detail=step.get("state")
+            )
             previous = step.get("previous")
             if previous and previous != release:
                 left: State = "rolled_back" if step["action"] == "rollback" else "superseded"
@@ -298,6 +320,19 @@ class Promoter:
             return {**step, "result": "live"}
         finally:
             self.store.end_rollout(lock, step["phase"])
+
+    def _abandon(self, step: Step) -> str | None:
+        """A rollout that ended without its target's own verdict (the orchestration's checks
+        failed): the target undoes what it still holds (a Lambda canary's weight), and says
+        so."""
+        if not step.get("state"):
+            return None
+        try:
+            rollout = self._rollout(step["model"], step["release"])
+            return rollout.abandon(Progress("failed", step.get("phase_reason"), step["state"]))
+        except Exception as exc:  # the failure is recorded all the same
+            logger.exception("could not undo the rollout of %s", step["model"])
+            return f"could not undo the rollout: {type(exc).__name__}: {exc}"
 
     def _move_pointer(self, step: Step) -> None:
         for _ in range(3):  # only the holder of the rollout slot moves it; retry a stale read
@@ -330,10 +365,15 @@ class Promoter:
         return self.finish(step)
 
     # ------------------------------------------------------------------ helpers
-    def _rollout(self, model: str, release: str) -> Rollout:
+    def _rollout(self, model: str, release: str, *, canary: bool = True) -> Rollout:
+        """`canary` False: the target's canary (if any) is left out. A started rollout's own
+        state says whether it runs one, so checks get the target as configured."""
         manifest = self.store.get_release(model, release).manifest
         body = smoke_body(manifest.get("signature") or {"inputs": []}, self._reference(manifest))
-        return self.rollout_for(model, dict(self.targets[model]), body)
+        target = dict(self.targets[model])
+        if not canary:
+            target.pop("canary", None)
+        return self.rollout_for(model, target, body)
 
     def _reference(self, manifest: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
         stored = manifest.get("reference")

@@ -37,6 +37,12 @@ class Rollout(ABC):
         """Where a started rollout stands now (targets that finish in `start` return it)."""
         return progress
 
+    def abandon(self, progress: Progress) -> str | None:
+        """The rollout ended without this target's verdict (its checks failed): undo what the
+        target still holds (a Lambda canary's weight) and say what became of it; None when
+        there is nothing to undo."""
+        return None
+
 
 def aws_reason(exc: Exception) -> str:
     """An AWS error as "Code: message" (botocore), else the exception's type and text."""

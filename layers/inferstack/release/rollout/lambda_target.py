@@ -12,6 +12,16 @@ Steps, each leaving the previous release serving if it fails:
    with it: the rollout is live once Lambda reports the new version's allocation READY
    (`check`), and a FAILED allocation moves the alias back.
 
+With a canary (the model's target record has one; the promoter passes none for rollbacks and
+for a model with no live release yet), step 4 is a bake first: the alias stays on the previous
+version and routes `weight_percent` of its invocations to the new one (RoutingConfig
+AdditionalVersionWeights). Each `check` reads the new version's own figures (canary.py); a
+crossed threshold, or a bake that ends with fewer than `min_requests`, puts the alias back on
+the previous version alone and fails the release. A healthy bake moves the alias fully (weights
+cleared), then the provisioned-concurrency check above. No canary when the alias is on $LATEST
+(a weighted alias cannot be) or already on the new version. Weighted aliases:
+https://docs.aws.amazon.com/lambda/latest/dg/configuring-alias-routing.html.
+
 $LATEST keeps the pin until the next `cdk deploy`, which sets the live pointer again:
 both load the live release, so a deploy never undoes a promotion.
 
@@ -25,13 +35,18 @@ provisioned concurrency
 from __future__ import annotations
 
 import json
+import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from inferstack.names import ENV_MODEL_URI
 from inferstack.release.rollout.base import Progress, ReleaseRef, Rollout, aws_reason
+from inferstack.release.rollout.canary import READ_GRACE_S, SETTLE_S, crossed, unexercised
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from inferstack.release.rollout.canary import Canary, CanaryMetrics, Figures
 
     Invoke = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
@@ -49,14 +64,22 @@ class LambdaRollout(Rollout):
         alias: str,
         smoke_body: str,
         invoke: Invoke | None = None,
+        canary: Canary | None = None,
+        metrics: CanaryMetrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`smoke_body`: one inference request (protocol JSON) the new version must answer.
-        `invoke(function, qualifier, event) -> proxy response`: Lambda Invoke by default."""
+        `invoke(function, qualifier, event) -> proxy response`: Lambda Invoke by default.
+        `canary` and `metrics` (its figures' reader): a bake before the alias moves;
+        `clock`: wall-clock epoch seconds (a bake spans invocations)."""
+        if canary is not None and metrics is None:
+            raise ValueError("a canary needs the metrics reader of its figures")
         self.client = client
         self.function = function
         self.alias = alias
         self.smoke_body = smoke_body
         self.invoke = invoke or self._invoke
+        self.canary, self.metrics, self.clock = canary, metrics, clock
 
     def start(self, release: ReleaseRef) -> Progress:
         try:
@@ -72,23 +95,128 @@ class LambdaRollout(Rollout):
             )
         try:
             alias = self.client.get_alias(FunctionName=self.function, Name=self.alias)
-            self.client.update_alias(
-                FunctionName=self.function,
-                Name=self.alias,
-                FunctionVersion=version,
-                RoutingConfig={"AdditionalVersionWeights": {}},
-                **_guarded(alias),
-            )
+            previous = str(alias["FunctionVersion"])
+            if self.canary is not None and previous not in (version, LATEST):
+                return self._begin_canary(release, version, alias, self.canary)
+            self._route(alias, version)
         except Exception as exc:
             return Progress(
                 "failed",
                 f"could not move alias {self.alias}: {aws_reason(exc)}",
                 {"version": version},
             )
-        state = {"version": version, "previous": alias["FunctionVersion"]}
+        state = {"version": version, "previous": previous}
         return self.check(Progress("in_progress", None, state))
 
     def check(self, progress: Progress) -> Progress:
+        """A canary's bake while it lasts (its state says), then the alias's provisioned
+        concurrency."""
+        state = dict(progress.state or {})
+        canary = state.get("canary")
+        if canary and "passed" not in canary:
+            return self._bake(state)
+        return self._provisioned(state)
+
+    def abandon(self, progress: Progress) -> str | None:
+        """The rollout ended without this target's verdict (its checks failed, say): a canary
+        still on the alias goes back; what became of the alias, or None if nothing to undo."""
+        state = dict(progress.state or {})
+        canary = state.get("canary")
+        if not canary or "passed" in canary:
+            return None
+        return self._move_back(state)
+
+    # ------------------------------------------------------------------ canary
+    def _begin_canary(
+        self, release: ReleaseRef, version: str, alias: dict[str, Any], canary: Canary
+    ) -> Progress:
+        previous = str(alias["FunctionVersion"])
+        self._route(alias, previous, {version: canary.weight_percent / 100})
+        started = self.clock()
+        state = {
+            "version": version,
+            "previous": previous,
+            "stage": "canary",
+            "canary": {
+                "release": release.release,
+                "weight_percent": canary.weight_percent,
+                "started": started,
+                "ends": started + canary.bake_minutes * 60,
+            },
+        }
+        return Progress(
+            "in_progress",
+            f"canary {canary.weight_percent}% on version {version} for "
+            f"{canary.bake_minutes} min (version {previous} serves the rest)",
+            state,
+        )
+
+    def _bake(self, state: dict[str, Any]) -> Progress:
+        """One look at the canary: fail it, wait on, or move the alias fully."""
+        canary, metrics = self.canary, self.metrics
+        if canary is None or metrics is None:  # the target lost its canary mid-bake
+            return self._end_canary(state, "the model's target has no canary any more")
+        record = dict(state["canary"])
+        version = str(state["version"])
+        now = self.clock()
+        verdict_at = float(record["ends"]) + SETTLE_S
+        try:
+            figures = metrics.read(
+                str(record["release"]),
+                version,
+                float(record["started"]),
+                now,
+                p99=canary.max_p99_ms is not None,
+            )
+        except Exception as exc:
+            unread = f"could not read its metrics: {aws_reason(exc)}"
+            if now < verdict_at + READ_GRACE_S:
+                return Progress("in_progress", f"{_head(record, version)}: {unread}", state)
+            return self._end_canary(state, unread)
+        state = {**state, "canary": {**record, "figures": figures.to_json()}}
+        problem = crossed(canary, figures)
+        if problem is None and now >= verdict_at:
+            problem = unexercised(canary, figures)
+        if problem is not None:
+            return self._end_canary(state, problem)
+        if now < verdict_at:
+            return Progress("in_progress", _baking(record, version, figures, now), state)
+        return self._promote_canary(state, figures)
+
+    def _promote_canary(self, state: dict[str, Any], figures: Figures) -> Progress:
+        """A healthy bake: the alias fully on the new version, if still as the canary set it."""
+        try:
+            alias = self.client.get_alias(FunctionName=self.function, Name=self.alias)
+            weights = _weights(alias)
+            if str(alias["FunctionVersion"]) != str(state["previous"]) or set(weights) != {
+                str(state["version"])
+            }:
+                raise RuntimeError(
+                    f"it changed during the canary (version {alias['FunctionVersion']}, "
+                    f"weights {weights})"
+                )
+            self._route(alias, str(state["version"]))
+        except Exception as exc:
+            return self._end_canary(
+                state,
+                f"{figures.text()}, but alias {self.alias} could not be moved fully: "
+                f"{aws_reason(exc)}",
+            )
+        state = {**state, "stage": "alias", "canary": {**state["canary"], "passed": True}}
+        return self._provisioned(state)
+
+    def _end_canary(self, state: dict[str, Any], problem: str) -> Progress:
+        """The canary failed: the alias back on the previous version alone, the release
+        failed with the figure, the threshold and where the alias is now."""
+        state = {**state, "canary": {**state["canary"], "passed": False}}
+        return Progress(
+            "failed",
+            f"canary of version {state['version']} failed: {problem}; {self._move_back(state)}",
+            state,
+        )
+
+    # ------------------------------------------------------------------ provisioned concurrency
+    def _provisioned(self, state: dict[str, Any]) -> Progress:
         """Live once the alias's provisioned concurrency (if any) is READY on the new version.
 
         Moving the alias moves its provisioned concurrency: Lambda initializes that many
@@ -96,7 +224,6 @@ class LambdaRollout(Rollout):
         (the init failing, say) moves the alias back. GetProvisionedConcurrencyConfig:
         https://docs.aws.amazon.com/lambda/latest/api/API_GetProvisionedConcurrencyConfig.html
         """
-        state = dict(progress.state or {})
         try:
             config = self.client.get_provisioned_concurrency_config(
                 FunctionName=self.function, Qualifier=self.alias
@@ -112,22 +239,47 @@ class LambdaRollout(Rollout):
             return Progress("succeeded", None, state)
         if status == "FAILED":
             reason = config.get("StatusReason") or "allocation failed"
-            self._move_back(state)
             return Progress(
                 "failed",
                 f"provisioned concurrency of version {state.get('version')}"
-                f" failed: {reason}; alias {self.alias} is back on "
-                f"version {state.get('previous')}",
+                f" failed: {reason}; {self._move_back(state)}",
                 state,
             )
+        state = {**state, "stage": "provisioned_concurrency"}
         return Progress("in_progress", f"provisioned concurrency {status}", state)
 
-    def _move_back(self, state: dict[str, Any]) -> None:
-        previous = state.get("previous")
-        if previous:
-            self.client.update_alias(
-                FunctionName=self.function, Name=self.alias, FunctionVersion=str(previous)
-            )
+    # ------------------------------------------------------------------ alias
+    def _route(
+        self, alias: dict[str, Any], version: str, weights: dict[str, float] | None = None
+    ) -> None:
+        """Point the alias read as `alias` at `version` (+ weighted versions), only if it is
+        unchanged since (RevisionId)."""
+        self.client.update_alias(
+            FunctionName=self.function,
+            Name=self.alias,
+            FunctionVersion=version,
+            RoutingConfig={"AdditionalVersionWeights": weights or {}},
+            **_guarded(alias),
+        )
+
+    def _move_back(self, state: dict[str, Any]) -> str:
+        """The alias back on the previous version alone, if this rollout's version is on it
+        (fully or as the canary); what became of the alias, for the reason."""
+        previous, version = state.get("previous"), str(state.get("version"))
+        try:
+            alias = self.client.get_alias(FunctionName=self.function, Name=self.alias)
+            weights = _weights(alias)
+            if not previous:
+                return f"alias {self.alias} had no previous version to go back to"
+            if str(alias["FunctionVersion"]) != version and version not in weights:
+                return (
+                    f"alias {self.alias} was changed meanwhile (version "
+                    f"{alias['FunctionVersion']}, weights {weights}): left as it is"
+                )
+            self._route(alias, str(previous))
+        except Exception as exc:
+            return f"could not move alias {self.alias} back: {aws_reason(exc)}"
+        return f"alias {self.alias} is back on version {previous}"
 
     def _publish(self, release: ReleaseRef) -> str:
         config = self.client.get_function_configuration(FunctionName=self.function)
@@ -182,6 +334,27 @@ class LambdaRollout(Rollout):
         if reply.get("FunctionError"):
             raise RuntimeError(f"{reply['FunctionError']}: {payload.get('errorMessage', payload)}")
         return dict(payload)
+
+
+LATEST = "$LATEST"  # an alias on it cannot carry weights
+
+
+def _weights(alias: dict[str, Any]) -> dict[str, float]:
+    return dict((alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {})
+
+
+def _head(record: dict[str, Any], version: str) -> str:
+    return f"canary {record['weight_percent']}% on version {version}"
+
+
+def _baking(record: dict[str, Any], version: str, figures: Figures, now: float) -> str:
+    """The in-progress reason: "canary 10% on version 7: 123 requests, 0 errors; 6 min left"."""
+    ends = float(record["ends"])
+    if now < ends:
+        left = f"{math.ceil((ends - now) / 60)} min left"
+    else:
+        left = f"bake over, the verdict in {math.ceil(ends + SETTLE_S - now)} s (late metrics)"
+    return f"{_head(record, version)}: {figures.text()}; {left}"
 
 
 def _code(exc: Exception) -> str | None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from inferstack.release.rollout.base import Progress, ReleaseRef, Rollout
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from inferstack.release.rollout.canary import CanaryMetrics
 
 
 def rollout_for(model: str, target: dict[str, Any], smoke_body: str) -> Rollout:
@@ -13,13 +19,17 @@ def rollout_for(model: str, target: dict[str, Any], smoke_body: str) -> Rollout:
 
     kind = target.get("target")
     if kind == "lambda":
+        from inferstack.release.rollout.canary import Canary
         from inferstack.release.rollout.lambda_target import LambdaRollout
 
+        canary = Canary.from_target(target.get("canary"))
         return LambdaRollout(
             boto3.client("lambda"),
             function=target["function"],
             alias=target["alias"],
             smoke_body=smoke_body,
+            canary=canary,
+            metrics=canary_metrics(boto3.client("cloudwatch"), model, target) if canary else None,
         )
     if kind == "sagemaker":
         from inferstack.release.rollout.sagemaker_target import SageMakerRollout
@@ -32,6 +42,27 @@ def rollout_for(model: str, target: dict[str, Any], smoke_body: str) -> Rollout:
 
         return EcsRollout(boto3.client("ecs"), cluster=target["cluster"], service=target["service"])
     return Unsupported(kind)
+
+
+def canary_metrics(
+    client: Any, model: str, target: dict[str, Any], env: Mapping[str, str] = os.environ
+) -> CanaryMetrics:
+    """The reader of a Lambda model's canary figures: the promoter's environment carries the
+    namespace, service and environment the serving functions emit under (the CDK app sets
+    the same variables on both)."""
+    from inferstack.release.rollout.canary import CanaryMetrics
+    from inferstack.telemetry import metric_identity
+
+    namespace, service, environment = metric_identity(env)
+    return CanaryMetrics(
+        client,
+        namespace=namespace,
+        service=service,
+        environment=environment,
+        model=model,
+        function=target["function"],
+        alias=target["alias"],
+    )
 
 
 class Unsupported(Rollout):
