@@ -74,8 +74,12 @@ BODY = json_infer_body(reference_rows(2))
 
 
 @HOSTS
-def test_a_content_type_with_parameters_is_read(server: bool) -> None:
-    request = post(INFER, BODY, **{"content-type": "application/json; charset=utf-8"})
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=utf-8", "Application/JSON ; charset=utf-8; q=1"],
+)
+def test_a_content_type_with_parameters_is_read(server: bool, content_type: str) -> None:
+    request = post(INFER, BODY, **{"content-type": content_type})
     assert served(plane(wine()), request, server=server)[0] == 200
 
 
