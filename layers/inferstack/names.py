@@ -29,6 +29,8 @@ ENV_ACCESS_LOG = "INFERSTACK_ACCESS_LOG"
 # Dynamic batching of the GPU container (models/ batcher).
 ENV_MAX_BATCH_SIZE = "INFERSTACK_MAX_BATCH_SIZE"
 ENV_MAX_QUEUE_DELAY_US = "INFERSTACK_MAX_QUEUE_DELAY_US"
+# Share of requests captured for the drift check (0..1; 0 = none): Lambda and ECS hosts.
+ENV_CAPTURE_RATE = "INFERSTACK_CAPTURE_RATE"
 
 # Powertools reads these itself; the CDK app sets them on every function and container.
 ENV_POWERTOOLS_SERVICE = "POWERTOOLS_SERVICE_NAME"
@@ -65,6 +67,9 @@ METRIC_ERRORS = "Errors"
 # the Lambda canary reads its own version's error rate from it.
 METRIC_SERVER_ERRORS = "ServerErrors"
 METRIC_DRIFT_SCORE = "DriftScore"
+METRIC_DRIFTED_FEATURES = "DriftedFeatures"
+# Captured records dropped (over the per-record size cap) by a serving host.
+METRIC_CAPTURE_SKIPPED = "CaptureSkipped"
 METRIC_PROMOTION_FAILURES = "PromotionFailures"
 METRIC_GPU_UTILIZATION = "GPUUtilization"
 
