@@ -2,7 +2,12 @@
 
 In one process, on the model's own InferenceSession and the same input, blocks of
 handler calls alternate with blocks of bare runs. Metrics are on, as deployed; the EMF
-line printed per request goes to an in-memory sink (formatted, then dropped).
+line printed per request goes to an in-memory sink (formatted, then dropped). Drift capture
+is on at rate 1.0 (every request sampled: the cost of a sampled request, the target's
+case; a deployed model samples 10 % by default); its record goes to the same sink.
+"wine/json, capture off" and "capture 0.1" (the default rate) are the same case beside
+it. A squeezenet JSON body is over the record cap: its rows measure the skip path
+(CaptureSkipped).
 Overhead = p50(handler) - p50(bare) (same for p99); the spread is that difference
 taken block by block.
 """
@@ -30,30 +35,45 @@ from benchmarks.common import (
 )
 
 NAME = "warm_overhead"
-TARGET = "p50(handler) - p50(bare session.run) <= 150 us for the demo model, JSON body"
+TARGET = (
+    "p50(handler) - p50(bare session.run) <= 150 us for the demo model, JSON body, "
+    "every request sampled for drift capture"
+)
 LIMIT_US = 150.0
 
 
 def run(config: Config) -> dict[str, Any]:
     from inferstack.bootstrap import lambda_entry_from_env
+    from inferstack.capture import Capture
 
-    cases: list[tuple[str, BenchModel, str, int, int]] = [
-        # label, model, body kind, calls per arm, block size
-        ("wine/json", demo_model(), "json", config.pick(5000, 1000), 100),
-        ("wine/binary", demo_model(), "binary", config.pick(5000, 1000), 100),
-        ("squeezenet/json", onnx_light_model("light_squeezenet"), "json", config.pick(400, 60), 20),
+    cases: list[tuple[str, BenchModel, str, int, int, float]] = [
+        # label, model, body kind, calls per arm, block size, capture rate
+        ("wine/json", demo_model(), "json", config.pick(5000, 1000), 100, 1.0),
+        ("wine/json, capture off", demo_model(), "json", config.pick(5000, 1000), 100, 0.0),
+        # The default rate: nine requests in ten pay only the draw.
+        ("wine/json, capture 0.1", demo_model(), "json", config.pick(5000, 1000), 100, 0.1),
+        ("wine/binary", demo_model(), "binary", config.pick(5000, 1000), 100, 1.0),
+        (
+            "squeezenet/json",
+            onnx_light_model("light_squeezenet"),
+            "json",
+            config.pick(400, 60),
+            20,
+            1.0,
+        ),
         (
             "squeezenet/binary",
             onnx_light_model("light_squeezenet"),
             "binary",
             config.pick(1000, 150),
             50,
+            1.0,
         ),
     ]
     entries: dict[str, Any] = {}
     results: dict[str, Any] = {"cases": {}}
     met: bool | None = None
-    for label, model, kind, calls, block in cases:
+    for label, model, kind, calls, block, rate in cases:
         if model.name not in entries:
             entries[model.name] = lambda_entry_from_env(
                 {
@@ -63,10 +83,14 @@ def run(config: Config) -> dict[str, Any]:
                 }
             )
         entry = entries[model.name]
+        # What INFERSTACK_CAPTURE_RATE would give it, published under the same identity.
+        entry.dataplane.capture = Capture(rate, identity=("InferStack", "inferstack", "bench"))
         case = measure(entry, model, kind, calls, block)
+        case["capture_rate"] = rate
         results["cases"][label] = case
         if label == "wine/json":
             met = case["overhead_us"]["p50"] <= LIMIT_US
+    entries["wine"].dataplane.capture = Capture(1.0, identity=("InferStack", "inferstack", "bench"))
     results["breakdown_wine_json_us"] = breakdown(entries["wine"], demo_model(), config)
     return {"name": NAME, "target": TARGET, "met": met, "results": results}
 
@@ -206,6 +230,10 @@ def breakdown(entry: Any, model: BenchModel, config: Config) -> dict[str, float]
         ),
         "HttpResponse -> event": lambda: response_to_event(http_response, v2=True),
         "uuid4().hex (response id)": lambda: uuid.uuid4().hex,
+        "capture.offer (a sampled record)": lambda: dataplane.capture.offer(
+            "wine", http.body, None, http_response
+        ),
+        "capture.sampled (the draw)": dataplane.capture.sampled,
         "dataplane.handle": lambda: dataplane.handle(http),
         "whole handler": lambda: entry(event, context),
         "whole handler, INFERSTACK_METRICS=false": lambda: quiet(event, context),

@@ -62,6 +62,8 @@ CANARY_BAKE_MAX_MINUTES = 40
 # CreateEndpoint: EndpointName is at most 63 characters
 # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html).
 SAGEMAKER_ENDPOINT_NAME_MAX = 63
+# Share of a model's requests captured for the drift check unless its capture_rate says.
+DEFAULT_CAPTURE_RATE = 0.1
 
 
 def sagemaker_endpoint_name(environment: str, model: str) -> str:
@@ -137,9 +139,21 @@ class AlarmThresholds(Strict):
 
 class Drift(Strict):
     schedule: Schedule = "rate(1 hour)"
-    # Population stability index above which the drift alarm fires (0.1 minor, 0.25 major).
-    threshold: Annotated[float, Field(gt=0, le=10)] = 0.25
-    sample_percent: Annotated[float, Field(gt=0, le=100)] = 10.0  # share of traffic captured
+    # The drift score above which the alarm fires and the check tells the alarm topic. The
+    # score is the check's largest distance / threshold over the features and the joint
+    # distribution (inferstack.drift.compare): above 1 the check itself finds drift. Raise it
+    # to be told of larger drift only (README, "Drift").
+    threshold: Annotated[float, Field(gt=0, le=10)] = 1.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_sample_percent(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "sample_percent" in data:
+            raise ValueError(
+                "sample_percent: this key is gone; set the model's capture_rate instead, "
+                "a fraction from 0 to 1 (sample_percent = 10 is capture_rate = 0.1)"
+            )
+        return data
 
 
 class Autoscaling(Strict):
@@ -171,6 +185,9 @@ class ModelBase(Strict):
     # The validation gate's size bound for this model's uploads (default: the target's,
     # inferstack.release.validate.TARGET_LIMITS: 1 GiB on Lambda, 8 GiB on GPU targets).
     max_model_mb: Annotated[int, Field(ge=1, le=65536)] | None = None
+    # Share of requests captured for the drift check, on every target (Lambda and ECS:
+    # inferstack.capture; SageMaker: its DataCapture); 0 turns capture off.
+    capture_rate: Annotated[float, Field(ge=0, le=1)] = DEFAULT_CAPTURE_RATE
     drift: Drift = Drift()
     alarms: AlarmThresholds = AlarmThresholds()
 
@@ -265,6 +282,23 @@ class SageMakerModel(GpuModelBase):
     # Host driver must match the image's CUDA (shared/GPU.md): 580 / CUDA 13 here.
     inference_ami_version: str = "al2023-ami-sagemaker-inference-gpu-4-1"
     startup_health_check_timeout_s: Annotated[int, Field(ge=60, le=3600)] = 1200
+
+    @field_validator("capture_rate")
+    @classmethod
+    def _whole_percent(cls, value: float) -> float:
+        # DataCapture's InitialSamplingPercentage is a whole number from 0 to 100
+        # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DataCaptureConfig.html).
+        if abs(value * 100 - round(value * 100)) > 1e-9:
+            raise ValueError(
+                "on SageMaker a whole percentage (DataCapture samples in 1% steps): "
+                "0, 0.01, 0.02 ... 1"
+            )
+        return value
+
+    @property
+    def capture_percent(self) -> int:
+        """capture_rate as DataCapture's InitialSamplingPercentage."""
+        return round(self.capture_rate * 100)
 
     @model_validator(mode="after")
     def _ml_prefix(self) -> SageMakerModel:

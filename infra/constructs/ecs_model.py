@@ -19,7 +19,8 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from inferstack.names import METRICS_NAMESPACE
+from inferstack.names import ENV_CAPTURE_RATE, METRICS_NAMESPACE
+from infra.constructs.capture import CaptureDelivery
 from infra.constructs.common import log_retention, removal_policy
 from infra.constructs.gpu_serving import (
     SERVER_UP_PATH,
@@ -55,6 +56,9 @@ CPU_TARGET_PERCENT = 60
 # A literal CIDR (not the VPC's CidrBlock attribute) so security-group rules can be checked
 # at synth time (cdk-nag EC23 cannot evaluate a token).
 VPC_CIDR = "10.40.0.0/16"
+# The Docker daemon's log buffer in non-blocking mode: ~10 s of a busy container's stdout
+# (capture records and EMF lines), the most an instance's abrupt end can lose.
+LOG_BUFFER = cdk.Size.mebibytes(25)
 
 
 class GpuNetwork(Construct):
@@ -345,9 +349,23 @@ class EcsGpuService(Construct):
             gpu_count=model.gpu_count,
             memory_limit_mib=model.memory_mib,
             cpu=model.cpu_units,
-            environment=gpu_container_environment(config, model, store),
+            environment={
+                **gpu_container_environment(config, model, store),
+                # inferstack.capture samples this share of requests for the drift check;
+                # SageMaker models capture with DataCapture instead and never get it.
+                ENV_CAPTURE_RATE: f"{model.capture_rate:g}",
+            },
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
-            logging=ecs.LogDrivers.aws_logs(stream_prefix=model.name, log_group=log_group),
+            # Non-blocking: a slow CloudWatch Logs never stalls requests on a stdout write;
+            # the daemon's buffer is bounded (what is over it is dropped, and what is in it
+            # is lost if the instance dies)
+            # (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_LogConfiguration.html).
+            logging=ecs.LogDrivers.aws_logs(
+                stream_prefix=model.name,
+                log_group=log_group,
+                mode=ecs.AwsLogDriverMode.NON_BLOCKING,
+                max_buffer_size=LOG_BUFFER,
+            ),
             # The slim image has no curl: urlopen raises (exit 1) on anything but 2xx.
             health_check=ecs.HealthCheck(
                 command=[
@@ -364,6 +382,9 @@ class EcsGpuService(Construct):
             ),
             stop_timeout=cdk.Duration.seconds(30),
         )
+        # Captured requests leave through the container's log group (constructs/capture.py).
+        if model.capture_rate > 0:
+            CaptureDelivery(self, "Capture", model=model, store=store, log_group=log_group)
         role = task_definition.task_role
         store.grant_model_read(role, model)
         store.grant_prefix_write(role, capture_prefix(model))

@@ -13,6 +13,7 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from inferstack.names import (
+    ENV_CAPTURE_RATE,
     ENV_ENVIRONMENT,
     ENV_METRICS_NAMESPACE,
     ENV_MODEL_NAME,
@@ -21,6 +22,7 @@ from inferstack.names import (
     METRICS_NAMESPACE,
     SERVICE_NAME,
 )
+from infra.constructs.capture import CaptureDelivery
 from infra.constructs.common import suppress_object_wildcards
 from infra.constructs.function import execution_role, function_log_group
 from infra.constructs.images import lambda_architecture
@@ -78,6 +80,8 @@ class LambdaInference(Construct):
                 ENV_ENVIRONMENT: config.name,
                 ENV_POWERTOOLS_SERVICE: SERVICE_NAME,
                 ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
+                # inferstack.capture samples this share of requests for the drift check.
+                ENV_CAPTURE_RATE: f"{model.capture_rate:g}",
             },
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
@@ -92,6 +96,12 @@ class LambdaInference(Construct):
             version=self.function.current_version,
             description=f"The version of {model.name} that serves traffic",
             provisioned_concurrent_executions=model.provisioned_concurrency or None,
+        )
+        # Captured requests leave through the function's log group (infra/constructs/capture.py).
+        self.capture = (
+            CaptureDelivery(self, "Capture", model=model, store=store, log_group=log_group)
+            if model.capture_rate > 0
+            else None
         )
         store.grant_model_read(self.function, model)
         prefixes = model_read_prefixes(model.name)

@@ -31,6 +31,7 @@ from inferstack.names import (
     DIM_MODEL,
     DIM_MODEL_VERSION,
     DIM_SERVICE,
+    METRIC_CAPTURE_SKIPPED,
     METRIC_COLD_START,
     METRIC_DRIFT_SCORE,
     METRIC_ERRORS,
@@ -97,6 +98,8 @@ METRIC_DIMENSIONS: dict[str, tuple[frozenset[str], ...]] = {
     METRIC_PROMOTION_FAILURES: (_PER_MODEL, frozenset({DIM_SERVICE, DIM_ENVIRONMENT})),
     # The GPU container's utilization sampler.
     METRIC_GPU_UTILIZATION: (_PER_MODEL,),
+    # inferstack.capture: a sampled record over the size cap (Lambda and ECS hosts).
+    METRIC_CAPTURE_SKIPPED: (_PER_MODEL,),
 }
 PERIOD = cdk.Duration.minutes(5)
 DRIFT_PERIOD = cdk.Duration.hours(1)
@@ -378,7 +381,8 @@ class Monitoring(Construct):
         )
 
     def add_drift_alarm(self, model: Model) -> None:
-        """Alarm when the drift check's score (PSI) exceeds the model's threshold."""
+        """Alarm when the drift check's score exceeds the model's threshold (1.0: the check
+        found drift; inferstack.drift.compare defines the score)."""
         score = inferstack_metric(
             METRIC_DRIFT_SCORE,
             environment=self.config.name,

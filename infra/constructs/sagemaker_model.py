@@ -156,20 +156,7 @@ class SageMakerEndpoint(Construct):
                     model_data_download_timeout_in_seconds=MODEL_DATA_DOWNLOAD_TIMEOUT_S,
                 )
             ],
-            data_capture_config=sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
-                enable_capture=True,
-                # An integer percentage in the API; never 0, which would capture nothing.
-                initial_sampling_percentage=max(1, round(model.drift.sample_percent)),
-                destination_s3_uri=f"s3://{store.bucket.bucket_name}/{capture_prefix(model)}",
-                kms_key_id=key.key_arn,
-                capture_options=[
-                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
-                    sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Output"),
-                ],
-                capture_content_type_header=sagemaker.CfnEndpointConfig.CaptureContentTypeHeaderProperty(
-                    json_content_types=["application/json"],
-                ),
-            ),
+            data_capture_config=self._data_capture(model, store),
         )
 
         self.rollback_alarms = self._rollback_alarms(model)
@@ -227,6 +214,29 @@ class SageMakerEndpoint(Construct):
             self.scalable_target = self._autoscale(model)
 
         self._suppress(model)
+
+    @staticmethod
+    def _data_capture(
+        model: SageMakerModel, store: ModelStore
+    ) -> sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None:
+        """SageMaker's own capture at the model's capture_rate (None when it is 0); the
+        container gets no INFERSTACK_CAPTURE_RATE, so nothing is captured twice."""
+        if model.capture_percent == 0:
+            return None
+        return sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
+            enable_capture=True,
+            # A whole percentage in the API (config.py checks capture_rate fits).
+            initial_sampling_percentage=model.capture_percent,
+            destination_s3_uri=f"s3://{store.bucket.bucket_name}/{capture_prefix(model)}",
+            kms_key_id=store.key.key_arn,
+            capture_options=[
+                sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Input"),
+                sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode="Output"),
+            ],
+            capture_content_type_header=sagemaker.CfnEndpointConfig.CaptureContentTypeHeaderProperty(
+                json_content_types=["application/json"],
+            ),
+        )
 
     def _autoscale(self, model: SageMakerModel) -> appscaling.ScalableTarget:
         """Scale the variant on invocations per instance, within the configured bounds.

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from inferstack.aws_lambda import LambdaEntry
+from inferstack.capture import Capture
 from inferstack.dataplane import DataPlane
 from inferstack.models import ModelRepository, OnnxModel
 from inferstack.settings import ModelConfig, Settings
@@ -40,7 +41,10 @@ def lambda_entry_from_env(environ: Mapping[str, str] | None = None) -> LambdaEnt
     )
     repository.load_all()
     dataplane = DataPlane(
-        repository, max_request_bytes=settings.max_request_bytes, telemetry=telemetry
+        repository,
+        max_request_bytes=settings.max_request_bytes,
+        telemetry=telemetry,
+        capture=capture_for(settings),
     )
     return LambdaEntry(dataplane, base_path=settings.base_path, log=telemetry.logger)
 
@@ -57,11 +61,20 @@ def telemetry_for(settings: Settings) -> Telemetry:
     )
 
 
+def capture_for(settings: Settings) -> Capture:
+    """Drift capture at the settings' rate, its skips counted under the host's metrics."""
+    return Capture(
+        settings.capture_rate,
+        identity=(settings.metrics_namespace, settings.service, settings.environment),
+    )
+
+
 def server_app(
     models: Sequence[ModelConfig],
     *,
     max_request_bytes: int,
     telemetry: Telemetry | None = None,
+    capture: Capture | None = None,
     threads: int | None = None,
     cache_dir: str | None = None,
     load_in_background: bool = True,
@@ -77,7 +90,9 @@ def server_app(
         (OnnxModel(m.name, m.uri, m.version, threads=threads, cache_dir=cache_dir) for m in models),
         recheck_in_background=True,
     )
-    dataplane = DataPlane(repository, max_request_bytes=max_request_bytes, telemetry=telemetry)
+    dataplane = DataPlane(
+        repository, max_request_bytes=max_request_bytes, telemetry=telemetry, capture=capture
+    )
     if not load_in_background:
         repository.load_all()
     app = create_app(dataplane)
@@ -100,6 +115,7 @@ def server_app_from_settings(settings: Settings) -> FastAPI:
         settings.models,
         max_request_bytes=settings.max_request_bytes,
         telemetry=telemetry_for(settings),
+        capture=capture_for(settings),
         threads=settings.threads,
         cache_dir=settings.cache_dir,
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from inferstack import __version__
+from inferstack.capture import Capture, capture_from_env
 from inferstack.constants import DEFAULT_MAX_REQUEST_BYTES, EXTENSIONS, SERVER_NAME
 from inferstack.exceptions import (
     BadRequestError,
@@ -55,6 +56,8 @@ class _Infer:
     request: InferRequest
     tensors: Tensors
     v1: bool = False
+    body: bytes = b""  # as decoded (decompressed): what capture records
+    header_length: int | None = None  # the binary extension's JSON header length
 
 
 class DataPlane:
@@ -64,10 +67,13 @@ class DataPlane:
         *,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         telemetry: Telemetry | None = None,
+        capture: Capture | None = None,
     ) -> None:
+        """`capture` None: what the process environment asks for (INFERSTACK_CAPTURE_RATE)."""
         self.repository = repository
         self.max_request_bytes = max_request_bytes
         self.telemetry = telemetry or Telemetry()
+        self.capture = capture_from_env() if capture is None else capture
 
     # ------------------------------------------------------------------ dispatch
 
@@ -81,6 +87,7 @@ class DataPlane:
                 call = self._prepare(route, params, request, record)
                 outputs = self._predict(call, record)
                 response = self._finish(call, outputs)
+                self._capture(call, response)
             else:
                 response = getattr(self, route.endpoint)(**params)
         except Exception as exc:
@@ -105,11 +112,24 @@ class DataPlane:
                 outputs = await call.model.apredict(call.tensors, call.request.output_names())
                 record.model_ms = (time.perf_counter() - began) * 1e3
                 response = self._finish(call, outputs)
+                self._capture(call, response)
             else:
                 response = getattr(self, route.endpoint)(**params)
         except Exception as exc:
             response = self._error(exc, request)
         return self._account(response, record, start)
+
+    def _capture(self, call: _Infer, response: HttpResponse) -> None:
+        """Offer an answered v2 inference to the drift capture (a raw binary body, header
+        length 0, and v1 predictions are not captured: no reader could decode them)."""
+        capture = self.capture
+        if capture.rate and not call.v1 and call.header_length != 0:
+            try:
+                capture.offer(
+                    call.model.name, call.body, call.header_length, response, call.request.id
+                )
+            except Exception:  # the answer stands whatever happens to its copy
+                logger.exception("drift capture of a %s request failed", call.model.name)
 
     def reject(self, status: int, message: str) -> HttpResponse:
         """An error the host found before routing (say, an undecodable event), accounted."""
@@ -190,7 +210,9 @@ class DataPlane:
             request = codec.decode_raw_request(body, model.inputs[0])
         else:
             request = codec.decode_request(body, int(length))
-        return _Infer(model, request, model.validate(request.inputs, request.output_names()))
+        tensors = model.validate(request.inputs, request.output_names())
+        header_length = None if length is None else int(length)
+        return _Infer(model, request, tensors, body=body, header_length=header_length)
 
     def _body(self, http: HttpRequest) -> bytes:
         body, limit = http.body, self.max_request_bytes

@@ -25,6 +25,7 @@ from inferstack.names import (
     ENV_AWS_REGION,
     ENV_BASE_PATH,
     ENV_CACHE_DIR,
+    ENV_CAPTURE_RATE,
     ENV_ENVIRONMENT,
     ENV_HOST,
     ENV_INTRA_OP_THREADS,
@@ -72,6 +73,7 @@ SETTINGS_VARIABLES = frozenset(
         ENV_ACCESS_LOG,
         ENV_MAX_BATCH_SIZE,
         ENV_MAX_QUEUE_DELAY_US,
+        ENV_CAPTURE_RATE,
         ENV_POWERTOOLS_SERVICE,
         ENV_METRICS_NAMESPACE,
     }
@@ -127,6 +129,8 @@ class Settings(NamedTuple):
     # Dynamic batching (the GPU container's batcher): 1 and 0 mean no batching.
     max_batch_size: int = 1
     max_queue_delay_us: int = 0
+    # Share of inferences captured for the drift check (inferstack.capture); 0: none.
+    capture_rate: float = 0.0
 
     @classmethod
     def from_env(
@@ -157,6 +161,7 @@ class Settings(NamedTuple):
             access_log=env_flag(env, ENV_ACCESS_LOG, default=False),
             max_batch_size=_int(env, ENV_MAX_BATCH_SIZE, 1, minimum=1),
             max_queue_delay_us=_int(env, ENV_MAX_QUEUE_DELAY_US, 0, minimum=0),
+            capture_rate=capture_rate_from_env(env),
         )
 
     @property
@@ -175,7 +180,8 @@ class Settings(NamedTuple):
             f"environment={self.environment} max_request_bytes={self.max_request_bytes} "
             f"threads={self.threads or 'auto'} metrics={on[self.metrics]} "
             f"tracing={on[self.tracing]} access_log={on[self.access_log]} "
-            f"max_batch_size={self.max_batch_size} max_queue_delay_us={self.max_queue_delay_us}"
+            f"max_batch_size={self.max_batch_size} max_queue_delay_us={self.max_queue_delay_us} "
+            f"capture_rate={self.capture_rate:g}"
         )
 
 
@@ -222,6 +228,23 @@ def _range_text(minimum: int, maximum: int | None) -> str:
     if maximum is not None:
         return f"a whole number from {minimum} to {maximum}"
     return f"a whole number of at least {minimum}"
+
+
+def capture_rate_from_env(env: Mapping[str, str]) -> float:
+    """INFERSTACK_CAPTURE_RATE: a fraction from 0 to 1 (0.1 captures one request in ten);
+    unset or empty: 0, no capture (SageMaker captures with its own DataCapture instead)."""
+    raw = _text(env, ENV_CAPTURE_RATE)
+    if not raw:
+        return 0.0
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:  # also refuses nan and inf
+        raise ConfigurationError(
+            f"{ENV_CAPTURE_RATE} must be a fraction from 0 to 1 (0.1 is 10%), not {raw!r}"
+        )
+    return rate
 
 
 def _text(env: Mapping[str, str], key: str) -> str:

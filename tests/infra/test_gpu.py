@@ -36,7 +36,7 @@ CONFIG: dict[str, Any] = {
                 "max_capacity": 5,
                 "target_invocations_per_minute": 4000,
             },
-            "drift": {"sample_percent": 20},
+            "capture_rate": 0.2,
             "alarms": {"error_rate_percent": 2, "p99_latency_ms": 250, "evaluation_periods": 2},
         },
         {

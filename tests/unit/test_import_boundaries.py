@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "layers" / "inferstack"
 SERVING = [
     "aws_lambda.py",
     "bootstrap.py",
+    "capture.py",
     "constants.py",
     "dataplane.py",
     "exceptions.py",
@@ -32,7 +33,15 @@ SERVING = [
     "protocol",
     "server",
 ]
-FORBIDDEN = ("inferstack.release", "inferstack.cli", "inferstack.drift", "typer", "rich", "onnx")
+FORBIDDEN = (
+    "inferstack.release",
+    "inferstack.cli",
+    "inferstack.drift",
+    "typer",
+    "rich",
+    "onnx",
+    "datasketches",
+)
 
 
 def serving_files() -> list[Path]:

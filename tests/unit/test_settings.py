@@ -80,6 +80,7 @@ READS: list[tuple[str, str, Callable[[Settings], object], object]] = [
     (names.ENV_ACCESS_LOG, "on", lambda s: s.access_log, True),
     (names.ENV_MAX_BATCH_SIZE, "16", lambda s: s.max_batch_size, 16),
     (names.ENV_MAX_QUEUE_DELAY_US, "250", lambda s: s.max_queue_delay_us, 250),
+    (names.ENV_CAPTURE_RATE, "0.25", lambda s: s.capture_rate, 0.25),
     (names.ENV_POWERTOOLS_SERVICE, "svc", lambda s: s.service, "svc"),
     (names.ENV_METRICS_NAMESPACE, "Acme", lambda s: s.metrics_namespace, "Acme"),
     (names.ENV_SAGEMAKER_PORT, "9090", lambda s: s.port, 9090),
