@@ -19,7 +19,15 @@ from typing import Any
 
 from benchmarks.common import RESULTS_DIR, Config, machine_info, machine_line, verdict
 
-BENCHMARKS = ("cold_start", "warm_overhead", "codec", "server_load", "image_size", "lifecycle")
+BENCHMARKS = (
+    "cold_start",
+    "warm_overhead",
+    "codec",
+    "server_load",
+    "image_size",
+    "lifecycle",
+    "drift",
+)
 RESULTS_MD = RESULTS_DIR.parent / "RESULTS.md"
 
 

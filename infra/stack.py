@@ -46,7 +46,7 @@ class InferStackStack(cdk.Stack):
         monitoring = Monitoring(self, "Monitoring", config=config)
         api = InferenceApi(self, "Api", config=config)
         promoter = ModelPromoter(self, "Promoter", config=config, store=store)
-        drift = DriftCheck(self, "Drift", config=config, store=store)
+        drift = DriftCheck(self, "Drift", config=config, store=store, alarm_topic=monitoring.topic)
         monitoring.watch_function("promoter", promoter.function)
         monitoring.watch_rollouts(promoter.state_machine)
         monitoring.watch_dead_letters("promoter", promoter.dead_letter_queue)

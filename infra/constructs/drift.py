@@ -1,7 +1,9 @@
 """Scheduled drift checks: captured traffic vs. each model's baseline -> metric and report.
 
 One function serves every model; an EventBridge Scheduler schedule per model invokes it
-with {"model": <name>, "threshold": <PSI alarm level>}.
+with {"model": <name>, "threshold": <the alarm's drift score>, "window_minutes": <the
+schedule's period>}: each run checks the traffic captured since the previous one
+(functions/drift_check/handler.py, inferstack.drift.scheduled).
 
 The function is a container image, like the others: it needs numpy, and an image built
 from the repository root (at deploy time, by cdk-assets) needs no Docker or pip run at
@@ -12,6 +14,7 @@ whereas a zip would need numpy bundled for the target platform while synthesizin
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import aws_cdk as cdk
@@ -24,11 +27,13 @@ from constructs import Construct
 from inferstack.names import (
     BASELINES_PREFIX,
     CAPTURE_PREFIX,
+    ENV_ALARM_TOPIC_ARN,
     ENV_ENVIRONMENT,
     ENV_METRICS_NAMESPACE,
     ENV_MODEL_BUCKET,
     ENV_POWERTOOLS_SERVICE,
     METRICS_NAMESPACE,
+    RELEASES_PREFIX,
     REPORTS_PREFIX,
     SERVICE_NAME,
 )
@@ -37,6 +42,8 @@ from infra.constructs.function import execution_role, function_log_group
 from infra.constructs.images import function_image, lambda_architecture
 
 if TYPE_CHECKING:
+    from aws_cdk import aws_sns as sns
+
     from infra.config import Environment, ModelBase
     from infra.constructs.model_store import ModelStore
 
@@ -47,13 +54,22 @@ TIMEOUT = cdk.Duration.minutes(5)
 # A missed check is retried within the hour; after that the next scheduled run covers it.
 _MAX_EVENT_AGE_S = 3600
 _MAX_RETRIES = 3
+# The window a cron schedule's run checks (a rate schedule's run checks its own period).
+CRON_WINDOW_MINUTES = 60
+_UNIT_MINUTES = {"minute": 1, "hour": 60, "day": 24 * 60}
 
 
 class DriftCheck(Construct):
     """The drift-check function and one schedule per model."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: Environment, store: ModelStore
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Environment,
+        store: ModelStore,
+        alarm_topic: sns.ITopic,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
@@ -79,8 +95,13 @@ class DriftCheck(Construct):
             environment={
                 ENV_ENVIRONMENT: config.name,
                 ENV_MODEL_BUCKET: store.bucket.bucket_name,
+                # Drift found: the check sends the report's location here.
+                ENV_ALARM_TOPIC_ARN: alarm_topic.topic_arn,
                 ENV_POWERTOOLS_SERVICE: SERVICE_NAME,
                 ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
+                # numpy's BLAS threads spin on a busy 2-vCPU function: one thread is faster
+                # for the small matrix products of the multivariate check.
+                "OPENBLAS_NUM_THREADS": "1",
             },
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
@@ -89,7 +110,12 @@ class DriftCheck(Construct):
             dead_letter_queue=self.dead_letter_queue,
         )
 
-        store.grant_prefix_read(self.function, CAPTURE_PREFIX, BASELINES_PREFIX)
+        # The live pointer and manifest name the release and its baseline.
+        store.grant_prefix_read(self.function, CAPTURE_PREFIX, BASELINES_PREFIX, RELEASES_PREFIX)
+        # An encrypted topic: a publisher needs kms:GenerateDataKey* and kms:Decrypt on its
+        # key (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html), which
+        # grant_publish adds.
+        alarm_topic.grant_publish(self.function)
         # Captured traffic is keyed by time: the check lists what arrived since its last run.
         store.grant_prefix_list(self.function, CAPTURE_PREFIX, BASELINES_PREFIX)
         store.grant_prefix_write(self.function, REPORTS_PREFIX)
@@ -102,9 +128,10 @@ class DriftCheck(Construct):
         )
         suppress_object_wildcards(
             role,
-            [CAPTURE_PREFIX, BASELINES_PREFIX, REPORTS_PREFIX],
-            "The drift check reads any model's captured traffic and baseline and writes its "
-            "report: one function serves every model, keys carry model name and time.",
+            [CAPTURE_PREFIX, BASELINES_PREFIX, RELEASES_PREFIX, REPORTS_PREFIX],
+            "The drift check reads any model's captured traffic, release records and baseline "
+            "and writes its report: one function serves every model, keys carry model name "
+            "and time.",
         )
         NagSuppressions.add_resource_suppressions(
             role,
@@ -114,7 +141,13 @@ class DriftCheck(Construct):
                     reason="cloudwatch:PutMetricData has no resource-level permissions; the "
                     f"statement is restricted to the {METRICS_NAMESPACE} namespace by condition.",
                     applies_to=["Resource::*"],
-                )
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="kms:GenerateDataKey* on the alarm topic's key only: what publishing "
+                    "to an encrypted topic takes (Topic.grant_publish).",
+                    applies_to=["Action::kms:GenerateDataKey*"],
+                ),
             ],
             apply_to_children=True,
         )
@@ -149,7 +182,13 @@ class DriftCheck(Construct):
             target=scheduler.CfnSchedule.TargetProperty(
                 arn=self.function.function_arn,
                 role_arn=self._scheduler_role.role_arn,
-                input=json.dumps({"model": model.name, "threshold": model.drift.threshold}),
+                input=json.dumps(
+                    {
+                        "model": model.name,
+                        "threshold": model.drift.threshold,
+                        "window_minutes": window_minutes(model.drift.schedule),
+                    }
+                ),
                 retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
                     maximum_event_age_in_seconds=_MAX_EVENT_AGE_S,
                     maximum_retry_attempts=_MAX_RETRIES,
@@ -159,3 +198,11 @@ class DriftCheck(Construct):
                 ),
             ),
         )
+
+
+def window_minutes(schedule: str) -> int:
+    """The minutes between two runs of a rate(...) schedule; CRON_WINDOW_MINUTES for cron."""
+    found = re.fullmatch(r"rate\((\d+) (minute|hour|day)s?\)", schedule)
+    if not found:
+        return CRON_WINDOW_MINUTES
+    return int(found.group(1)) * _UNIT_MINUTES[found.group(2)]

@@ -24,6 +24,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct, IValidation
 
 from inferstack.names import (
+    BASELINES_PREFIX,
     ENV_ENVIRONMENT,
     ENV_METRICS_NAMESPACE,
     ENV_MODEL_BUCKET,
@@ -183,7 +184,8 @@ class ModelPromoter(Construct):
         )
 
         store.grant_prefix_read(self.function, UPLOADS_PREFIX, RELEASES_PREFIX)
-        store.grant_prefix_write(self.function, MODELS_PREFIX, RELEASES_PREFIX)
+        # baselines/: each release's drift baseline (inferstack.release.baselines).
+        store.grant_prefix_write(self.function, MODELS_PREFIX, RELEASES_PREFIX, BASELINES_PREFIX)
         # Release ids come from listing releases/<model>/, and a model's first release reads
         # a live pointer that does not exist yet: 404 NoSuchKey only with s3:ListBucket.
         store.grant_missing_keys_as_not_found(self.function)
@@ -196,10 +198,10 @@ class ModelPromoter(Construct):
         )
         suppress_object_wildcards(
             self._role,
-            [UPLOADS_PREFIX, RELEASES_PREFIX, MODELS_PREFIX],
+            [UPLOADS_PREFIX, RELEASES_PREFIX, MODELS_PREFIX, BASELINES_PREFIX],
             "The promoter reads any upload and release record and writes any released "
-            "artifact: object keys carry model names and versions, so the grants are "
-            "per prefix (uploads/, releases/, models/).",
+            "artifact and drift baseline: object keys carry model names and versions, so the "
+            "grants are per prefix (uploads/, releases/, models/, baselines/).",
         )
         self._suppress(
             "AwsSolutions-IAM5",

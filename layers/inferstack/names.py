@@ -40,6 +40,8 @@ ENV_POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
 # The promoter's and drift check's own settings (set by the CDK app).
 ENV_MODEL_BUCKET = "MODEL_BUCKET"
 ENV_TARGETS = "INFERSTACK_TARGETS"
+# The SNS topic the drift check tells when it finds drift (with the report's location).
+ENV_ALARM_TOPIC_ARN = "INFERSTACK_ALARM_TOPIC_ARN"
 
 # Set by the platforms, never by us.
 ENV_LAMBDA_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"

@@ -279,3 +279,46 @@ def test_the_models_size_bound_from_its_configuration_applies(world: World) -> N
     step = promote_upload(world, world.upload(DEMO_MODEL))  # 1,397 bytes
     assert step["outcome"] == "rejected"
     assert "check 'size' failed" in step["reason"]
+
+
+def test_a_release_with_a_reference_sample_gets_the_drift_baseline_the_check_reads(
+    world: World, tmp_path: Path
+) -> None:
+    """The bundle's reference sample and the model's outputs on it become the release's
+    baseline (SageMaker's statistics.json and constraints.json, and ours); the drift check
+    compares the live release's traffic with exactly that."""
+    import numpy as np
+
+    from inferstack.drift.baseline import Baseline
+    from inferstack.release.bundle import build_bundle
+
+    bundle = build_bundle(
+        DEMO_MODEL, tmp_path / "wine.tar.gz", reference=DEMO_DIR / "reference_sample.npy"
+    )
+    promote_upload(world, world.upload(bundle, "wine.tar.gz"))
+    manifest = world.store.get_release("wine", "1").manifest
+    prefix = manifest["baseline"]["prefix"]
+    assert prefix == f"baselines/wine/{manifest['content_sha256']}/"
+    assert manifest["baseline_problem"] is None
+    local = tmp_path / "baseline"
+    local.mkdir()
+    for name in ("statistics.json", "constraints.json", "baseline.json"):
+        body = world.s3.get_object(Bucket=BUCKET, Key=prefix + name)["Body"].read()
+        (local / name).write_bytes(body)
+    statistics = json.loads((local / "statistics.json").read_text())
+    reference = np.load(DEMO_DIR / "reference_sample.npy")
+    assert statistics["dataset"]["item_count"] == len(reference)
+    baseline = Baseline.load(local)
+    # Inputs (13 features of `features`) and outputs (the label and 3 probabilities).
+    sources = {f.source for f in baseline.features}
+    assert sources == {"input", "output"}
+    assert sum(f.source == "input" for f in baseline.features) == reference.shape[1]
+
+
+def test_a_release_without_a_reference_sample_says_it_has_no_baseline(world: World) -> None:
+    promote_upload(world, world.upload(DEMO_MODEL))
+    manifest = world.store.get_release("wine", "1").manifest
+    assert manifest["baseline"] is None
+    assert "no reference sample" in manifest["baseline_problem"]
+    listed = world.s3.list_objects_v2(Bucket=BUCKET, Prefix="baselines/")
+    assert listed.get("KeyCount", 0) == 0

@@ -473,7 +473,7 @@ def test_lambda_throttle_drift_and_promotion_alarms(isolated: Isolated) -> None:
     assert ":live" in _resolve(built.stack, throttles["Dimensions"])  # the alias's metric
     for model in ("wine", "resnet", "dense"):
         drift = _alarm_for(built, "DriftScore", f"{model}: drift")
-        assert drift["Threshold"] == 0.25 and drift["Statistic"] == "Maximum"
+        assert drift["Threshold"] == 1.0 and drift["Statistic"] == "Maximum"
         assert {"Name": "model", "Value": model} in drift["Dimensions"]
     for model in ("wine", "resnet", "dense"):
         promotion = _alarm_for(built, "PromotionFailures", f"{model}: a new version was rejected")

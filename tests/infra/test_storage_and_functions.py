@@ -18,11 +18,13 @@ import pytest
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Annotations, Capture, Match, Template
 from cdk_nag import AwsSolutionsChecks
 
 from infra.config import Environment, Target
-from infra.constructs.drift import DriftCheck
+from infra.constructs.drift import DriftCheck, window_minutes
 from infra.constructs.images import inference_image
 from infra.constructs.lambda_model import LambdaInference
 from infra.constructs.model_store import ModelStore
@@ -89,7 +91,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     stack = cdk.Stack(app, "Test", env=cdk.Environment(account="123456789012", region="us-east-1"))
     store = ModelStore(stack, "Store", config=CONFIG)
     promoter = ModelPromoter(stack, "Promoter", config=CONFIG, store=store)
-    drift = DriftCheck(stack, "Drift", config=CONFIG, store=store)
+    # An encrypted topic, as the monitoring stack's.
+    topic = sns.Topic(stack, "Alarms", master_key=kms.Key(stack, "AlarmKey"))
+    drift = DriftCheck(stack, "Drift", config=CONFIG, store=store, alarm_topic=topic)
     functions = {}
     for model in (WINE, IRIS):
         functions[model.name] = LambdaInference(
@@ -498,7 +502,7 @@ def test_promoter_bucket_access_is_per_prefix(built: Built) -> None:
     readers = statements_with(statements, "s3:GetObject")
     writers = statements_with(statements, "s3:PutObject")
     assert object_keys(built, readers) == {"uploads/*", "releases/*"}
-    assert object_keys(built, writers) == {"models/*", "releases/*"}
+    assert object_keys(built, writers) == {"models/*", "releases/*", "baselines/*"}
     (metrics,) = statements_with(statements, "cloudwatch:PutMetricData")
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "InferStack"}}
 
@@ -582,7 +586,7 @@ def test_promoter_validation_names_models_without_a_rollout_target(built: Built)
 # ------------------------------------------------------------------- drift
 
 
-def test_drift_schedule_per_model_invokes_the_function_with_its_threshold(built: Built) -> None:
+def test_drift_schedule_per_model_invokes_the_function_with_its_window(built: Built) -> None:
     for model in CONFIG.models:
         role = Capture()
         built.template.has_resource_properties(
@@ -593,7 +597,11 @@ def test_drift_schedule_per_model_invokes_the_function_with_its_threshold(built:
                 "Target": Match.object_like(
                     {
                         "Input": json.dumps(
-                            {"model": model.name, "threshold": model.drift.threshold}
+                            {
+                                "model": model.name,
+                                "threshold": model.drift.threshold,
+                                "window_minutes": window_minutes(model.drift.schedule),
+                            }
                         ),
                         "RoleArn": role,
                         "RetryPolicy": Match.object_like(
@@ -629,20 +637,51 @@ def test_drift_schedule_per_model_invokes_the_function_with_its_threshold(built:
     )
 
 
-def test_drift_reads_capture_and_baselines_and_writes_reports(built: Built) -> None:
+def test_drift_reads_capture_releases_and_baselines_writes_reports_and_tells_the_topic(
+    built: Built,
+) -> None:
     drift = built.stack.node.find_child("Drift")
     statements = policy_statements(built, drift.function.role)  # type: ignore[attr-defined]
     assert object_keys(built, statements_with(statements, "s3:GetObject")) == {
         "capture/*",
         "baselines/*",
+        "releases/*",
     }
     assert object_keys(built, statements_with(statements, "s3:PutObject")) == {"drift-reports/*"}
     (listing,) = statements_with(statements, "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["capture/*", "baselines/*"]}}
     (metrics,) = statements_with(statements, "cloudwatch:PutMetricData")
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "InferStack"}}
-    (encrypt,) = statements_with(statements, "kms:GenerateDataKey")
-    assert encrypt["Resource"] == arn_of(built, built.store.key)
+    topic = built.stack.node.find_child("Alarms")
+    (publish,) = statements_with(statements, "sns:Publish")
+    assert publish["Resource"] == {"Ref": built.stack.get_logical_id(topic.node.default_child)}  # type: ignore[arg-type]
+    # The bucket's key for the reports, the topic's key for the message.
+    keys = {
+        json.dumps(s["Resource"])
+        for action in ("kms:GenerateDataKey", "kms:GenerateDataKey*")
+        for s in statements_with(statements, action)
+    }
+    assert keys == {
+        json.dumps(arn_of(built, built.store.key)),
+        json.dumps(arn_of(built, built.stack.node.find_child("AlarmKey"))),
+    }
+    variables = built.template.find_resources("AWS::Lambda::Function")
+    (env,) = [
+        f["Properties"]["Environment"]["Variables"]
+        for f in variables.values()
+        if "INFERSTACK_ALARM_TOPIC_ARN"
+        in f["Properties"].get("Environment", {}).get("Variables", {})
+    ]
+    assert env["INFERSTACK_ALARM_TOPIC_ARN"] == publish["Resource"]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "minutes"),
+    [("rate(1 hour)", 60), ("rate(6 hours)", 360), ("rate(15 minutes)", 15), ("rate(1 day)", 1440),
+     ("cron(0 * * * ? *)", 60)],
+)  # fmt: skip
+def test_each_run_checks_the_window_since_the_previous_one(schedule: str, minutes: int) -> None:
+    assert window_minutes(schedule) == minutes
 
 
 # ------------------------------------------------------------------ cdk-nag
@@ -685,9 +724,24 @@ class FakeContext:
     aws_request_id = "req-1"
 
 
-def test_drift_placeholder_accepts_the_schedule_input() -> None:
-    result = load_handler("drift_check").handler({"model": "wine", "threshold": 0.2}, FakeContext())
-    assert result == {"status": "not-implemented", "model": "wine", "threshold": 0.2}
+def test_the_drift_function_takes_the_schedule_input_as_the_stack_writes_it(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Input of a synthesized schedule, to the handler: a model with no release yet is
+    skipped with that reason (the whole check runs in tests/functional/test_drift_scheduled.py)."""
+    import boto3
+    from moto import mock_aws
+
+    from tests.functional.deployed import use_fake_aws
+
+    schedule = next(iter(built.template.find_resources("AWS::Scheduler::Schedule").values()))
+    event = json.loads(schedule["Properties"]["Target"]["Input"])
+    use_fake_aws(monkeypatch)
+    monkeypatch.setenv("MODEL_BUCKET", "models")
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="models")
+        result = load_handler("drift_check").handler(event, FakeContext())
+    assert result == {"status": "no-release", "model": event["model"]}
 
 
 # -------------------------------------------------------------- environments
@@ -754,7 +808,15 @@ def test_every_model_has_a_drift_schedule(env: Any) -> None:
             {
                 "ScheduleExpression": model.drift.schedule,
                 "Target": Match.object_like(
-                    {"Input": json.dumps({"model": model.name, "threshold": model.drift.threshold})}
+                    {
+                        "Input": json.dumps(
+                            {
+                                "model": model.name,
+                                "threshold": model.drift.threshold,
+                                "window_minutes": window_minutes(model.drift.schedule),
+                            }
+                        )
+                    }
                 ),
             },
         )

@@ -2,7 +2,8 @@
 
 - `inferstack serve`: the Open Inference Protocol API on ONNX files (cli/serve.py);
 - `inferstack validate | push | releases | status | promote | rollback`: the model
-  lifecycle (cli/lifecycle.py, typer + rich).
+  lifecycle (cli/lifecycle.py, typer + rich);
+- `inferstack drift baseline | check`: drift on a laptop (cli/drift.py).
 
 `serve` is dispatched before typer is imported: the serving image runs it without the
 lifecycle's dependencies.

@@ -1,4 +1,5 @@
-"""`inferstack validate | push | releases | status | promote | rollback` (typer + rich).
+"""`inferstack validate | push | releases | status | promote | rollback` (typer + rich), and
+`inferstack drift baseline | check` (cli/drift.py, mounted here).
 
 Every command that talks to AWS finds the environment's bucket, promoter and targets in
 SSM under /inferstack/<env>/ (written by `cdk deploy`), unless flags name them; boto3
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inferstack.cli.drift import drift_app
 from inferstack.cli.environment import DeployedEnvironment, EnvironmentError_, caller
 from inferstack.names import UPLOADS_PREFIX, model_name_problem
 from inferstack.release.exceptions import ReleaseError
@@ -38,6 +40,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(drift_app, name="drift")
 out = Console()
 err = Console(stderr=True)
 

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from inferstack.release.bundle import Upload
+
     Step = dict[str, Any]
     RolloutFactory = Callable[[str, dict[str, Any], str], Rollout]
 
@@ -168,6 +170,7 @@ class Promoter:
                 model, content, f"reference{upload.reference.suffix}", upload.reference
             )
             reference = {"key": stored.key, "version_id": stored.version_id}
+        baseline, baseline_problem = self._baseline(model, content, upload, report.signature or {})
         release = self.store.create_release(
             model,
             {
@@ -179,7 +182,8 @@ class Promoter:
                 "signature": report.signature,
                 "validation": report.to_dict(),
                 "reference": reference,
-                "baseline": None,
+                "baseline": baseline,
+                "baseline_problem": baseline_problem,
                 "settings": upload.settings,
                 "allow_signature_change": _flag(metadata.get(META_ALLOW_SIGNATURE_CHANGE)),
             },
@@ -189,6 +193,33 @@ class Promoter:
         )
         logger.info("upload %s is release %s of %s", source.key, release.release, model)
         return SourceOutcome("release", release.release)
+
+    def _baseline(
+        self, model: str, content: str, upload: Upload, signature: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The drift baseline of the upload's reference sample (inferstack.release.baselines),
+        or why the release has none. Never a reason to refuse the release: drift checks of it
+        then say there is no baseline."""
+        if upload.reference is None:
+            return None, "no reference sample: drift checks have nothing to compare with"
+        from inferstack.release.baselines import store_baseline
+
+        path = upload.reference
+        names = [spec["name"] for spec in signature.get("inputs", [])]
+        try:
+            reference = load_reference(path, names if path.suffix == ".npy" else None)
+            stored = store_baseline(
+                self.store.s3,
+                self.store.bucket,
+                model=model,
+                content=content,
+                model_path=upload.model_path,
+                reference=reference,
+            )
+        except Exception as exc:  # the release stands; its drift checks say why
+            logger.warning("no drift baseline for %s: %s", model, exc, exc_info=True)
+            return None, f"the baseline could not be computed: {type(exc).__name__}: {exc}"
+        return stored, None
 
     def _download(self, source: SourceObject, work: Path) -> tuple[Path, dict[str, str]]:
         pinned: dict[str, Any] = (
