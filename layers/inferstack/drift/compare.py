@@ -318,14 +318,8 @@ def _numeric_histogram(ref: Cdf, cur: Cdf) -> dict[str, Any]:
 def _numeric_quality(
     name: str, ref: NumericStats, cur: NumericStats, limits: Thresholds
 ) -> list[dict[str, str]]:
-    found = []
     total = cur.present + cur.missing + cur.type_errors
-    if total and _completeness_dropped(ref.present, ref.missing, cur.present, total, limits):
-        found.append(_violation(
-            name, "completeness_check",
-            f"Data completeness {cur.present / total:.4g} is below the baseline's "
-            f"{ref.present / max(ref.present + ref.missing, 1):.4g}",
-        ))  # fmt: skip
+    found = _completeness(name, ref, cur.present, total, limits)
     wrong = cur.type_errors + (cur.non_integer if ref.inferred_type == "Integral" else 0)
     if total and wrong / total > limits.tolerance:
         found.append(_violation(
@@ -347,6 +341,22 @@ def _numeric_quality(
                 f"[{ref.minimum:.6g}, {ref.maximum:.6g}]",
             ))  # fmt: skip
     return found
+
+
+def _completeness(
+    name: str, ref: NumericStats | CategoricalStats, present: int, total: int, limits: Thresholds
+) -> list[dict[str, str]]:
+    """A completeness_check violation when the window's share of present values dropped."""
+    if not total or not _completeness_dropped(ref.present, ref.missing, present, total, limits):
+        return []
+    return [
+        _violation(
+            name,
+            "completeness_check",
+            f"Data completeness {present / total:.4g} is below the baseline's "
+            f"{ref.present / max(ref.present + ref.missing, 1):.4g}",
+        )
+    ]
 
 
 def _completeness_dropped(
@@ -394,14 +404,8 @@ def psi_categorical(ref: np.ndarray, cur: np.ndarray) -> float:
 def _categorical_quality(
     name: str, ref: CategoricalStats, cur: CategoricalStats, limits: Thresholds
 ) -> list[dict[str, str]]:
-    found = []
     total = cur.present + cur.missing
-    if total and _completeness_dropped(ref.present, ref.missing, cur.present, total, limits):
-        found.append(_violation(
-            name, "completeness_check",
-            f"Data completeness {cur.present / total:.4g} is below the baseline's "
-            f"{ref.present / max(ref.present + ref.missing, 1):.4g}",
-        ))  # fmt: skip
+    found = _completeness(name, ref, cur.present, total, limits)
     if OTHER not in ref.counts and cur.present:
         unknown = sum(n for value, n in cur.counts.items() if value not in ref.counts)
         if unknown / cur.present > limits.tolerance:
