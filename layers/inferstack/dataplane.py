@@ -197,11 +197,12 @@ class DataPlane:
             request = v1.decode_predict(body, model)
             return _Infer(model, request, model.validate(request.inputs, None), v1=True)
         length = headers.get(codec.HEADER_LENGTH)
+        header_length = None
         if length is None:
             request = codec.decode_request(body)
         elif not length.strip().isdigit():
             raise BadRequestError("Inference-Header-Content-Length must be a whole number")
-        elif int(length) == 0:
+        elif (header_length := int(length)) == 0:
             if len(model.inputs) != 1:
                 raise BadRequestError(
                     "a raw binary request (Inference-Header-Content-Length: 0) needs a "
@@ -209,9 +210,8 @@ class DataPlane:
                 )
             request = codec.decode_raw_request(body, model.inputs[0])
         else:
-            request = codec.decode_request(body, int(length))
+            request = codec.decode_request(body, header_length)
         tensors = model.validate(request.inputs, request.output_names())
-        header_length = None if length is None else int(length)
         return _Infer(model, request, tensors, body=body, header_length=header_length)
 
     def _body(self, http: HttpRequest) -> bytes:

@@ -127,6 +127,22 @@ def run(**event: Any) -> dict[str, Any]:
     return result
 
 
+def check_now(aws: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The scheduled check over the hour before NOW, wired as the handler wires it (its
+    metrics and the alarm topic's notifier)."""
+    handler = load_handler()
+    wiring: dict[str, Any] = {
+        "bucket": BUCKET,
+        "model": MODEL,
+        "now": NOW,
+        "window": timedelta(hours=1),
+        "publish_metrics": handler.publish_metrics,
+        "notify": handler.notifier(boto3.client("sns"), os.environ[ENV_ALARM_TOPIC_ARN]),
+    }
+    outcome: dict[str, Any] = handler.run_scheduled_check(aws["s3"], **{**wiring, **overrides})
+    return outcome
+
+
 def test_a_shifted_window_is_reported_alarmed_and_scored(
     aws: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,16 +154,7 @@ def test_a_shifted_window_is_reported_alarmed_and_scored(
     # Out of the window (an hour before it) though in a prefix it lists: filtered on time.
     capture(aws["s3"], rng.normal(size=(50, 4)).astype(np.float32), hour=NOW, minutes_before=90)
 
-    handler = load_handler()
-    outcome = handler.run_scheduled_check(
-        aws["s3"],
-        bucket=BUCKET,
-        model=MODEL,
-        now=NOW,
-        window=timedelta(hours=1),
-        publish_metrics=handler.publish_metrics,
-        notify=handler.notifier(boto3.client("sns"), os.environ[ENV_ALARM_TOPIC_ARN]),
-    )
+    outcome = check_now(aws)
 
     assert outcome["status"] == "drift"
     assert outcome["drifted_features"] == ["x[2]"]
@@ -188,12 +195,7 @@ def test_an_unchanged_window_is_scored_without_a_message(
     rng = np.random.default_rng(4)
     release_with_baseline(aws["s3"], tmp_path, rng.normal(size=(ROWS, 4)).astype(np.float32))
     capture(aws["s3"], rng.normal(size=(ROWS, 4)).astype(np.float32), hour=NOW)
-    handler = load_handler()
-    outcome = handler.run_scheduled_check(
-        aws["s3"], bucket=BUCKET, model=MODEL, now=NOW, window=timedelta(hours=1),
-        publish_metrics=handler.publish_metrics,
-        notify=handler.notifier(boto3.client("sns"), os.environ[ENV_ALARM_TOPIC_ARN]),
-    )  # fmt: skip
+    outcome = check_now(aws)
     assert outcome["status"] == "checked"
     assert outcome["score"] < 1 and outcome["drifted_features"] == []
     assert messages(aws) == []
@@ -207,11 +209,7 @@ def test_a_window_with_too_few_rows_says_so_and_publishes_no_score(
     rng = np.random.default_rng(5)
     release_with_baseline(aws["s3"], tmp_path, rng.normal(size=(ROWS, 4)).astype(np.float32))
     capture(aws["s3"], rng.normal(size=(3, 4)).astype(np.float32) + 5, hour=NOW)
-    handler = load_handler()
-    outcome = handler.run_scheduled_check(
-        aws["s3"], bucket=BUCKET, model=MODEL, now=NOW, window=timedelta(hours=1),
-        publish_metrics=handler.publish_metrics,
-    )  # fmt: skip
+    outcome = check_now(aws)
     assert outcome["status"] == "too-few-rows"
     assert "rows" in outcome["reason"]
     assert not [d for d in emf(capsys.readouterr().out) if "DriftScore" in d]
@@ -248,12 +246,7 @@ def test_a_raised_alarm_level_tells_the_topic_only_above_it(
     shifted = rng.normal(size=(ROWS, 4)).astype(np.float32)
     shifted[:, 1] += 1.0
     capture(aws["s3"], shifted, hour=NOW)
-    handler = load_handler()
-    outcome = handler.run_scheduled_check(
-        aws["s3"], bucket=BUCKET, model=MODEL, now=NOW, window=timedelta(hours=1),
-        alarm_level=1000.0, publish_metrics=handler.publish_metrics,
-        notify=handler.notifier(boto3.client("sns"), os.environ[ENV_ALARM_TOPIC_ARN]),
-    )  # fmt: skip
+    outcome = check_now(aws, alarm_level=1000.0)
     assert outcome["status"] == "drift" and 1 < outcome["score"] < 1000
     assert messages(aws) == []  # the alarm (same level) would not fire either
     (document,) = [d for d in emf(capsys.readouterr().out) if "DriftScore" in d]

@@ -121,24 +121,28 @@ def _live_release(s3: Any, bucket: str, model: str) -> str | None:
     return str(pointer["release"]) if pointer and pointer.get("release") else None
 
 
-def _json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+def _read(s3: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when there is no such key."""
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except Exception as exc:
         if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
         raise
-    return dict(json.loads(body))
+
+
+def _json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    body = _read(s3, bucket, key)
+    return None if body is None else dict(json.loads(body))
 
 
 def _load_baseline(s3: Any, bucket: str, prefix: str) -> Baseline:
     with tempfile.TemporaryDirectory(prefix="inferstack-baseline-") as work:
         for name in BASELINE_FILES:
-            try:
-                body = s3.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
-            except Exception as exc:
-                if name == BASELINE and "NoSuchKey" in str(exc):
-                    continue  # SageMaker's statistics/constraints alone are a baseline too
-                raise
+            body = _read(s3, bucket, prefix + name)
+            if body is None and name == BASELINE:
+                continue  # SageMaker's statistics/constraints alone are a baseline too
+            if body is None:
+                raise FileNotFoundError(f"s3://{bucket}/{prefix}{name}: the baseline is incomplete")
             (Path(work) / name).write_bytes(body)
         return Baseline.load(work)

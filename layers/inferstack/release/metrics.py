@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import os
 
-from inferstack.constants import DEFAULT_ENVIRONMENT
 from inferstack.names import (
     DIM_ENVIRONMENT,
     DIM_MODEL,
     DIM_SERVICE,
-    ENV_ENVIRONMENT,
-    ENV_METRICS_NAMESPACE,
-    ENV_POWERTOOLS_SERVICE,
     METRIC_PROMOTION_FAILURES,
-    METRICS_NAMESPACE,
-    SERVICE_NAME,
 )
 
 
@@ -23,19 +17,18 @@ def promotion_failed(model: str | None) -> None:
     """One failed promotion (rejected upload, failed rollout) as a CloudWatch EMF line."""
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-    env = os.environ
-    dimensions = {
-        # service explicitly: single_metric adds it only when POWERTOOLS_SERVICE_NAME is set.
-        DIM_SERVICE: env.get(ENV_POWERTOOLS_SERVICE) or SERVICE_NAME,
-        DIM_ENVIRONMENT: env.get(ENV_ENVIRONMENT) or DEFAULT_ENVIRONMENT,
-    }
+    from inferstack.telemetry import metric_identity
+
+    namespace, service, environment = metric_identity(os.environ)
+    # service explicitly: single_metric adds it only when POWERTOOLS_SERVICE_NAME is set.
+    dimensions = {DIM_SERVICE: service, DIM_ENVIRONMENT: environment}
     if model is not None:
         dimensions[DIM_MODEL] = model
     with single_metric(
         name=METRIC_PROMOTION_FAILURES,
         unit=MetricUnit.Count,
         value=1,
-        namespace=env.get(ENV_METRICS_NAMESPACE) or METRICS_NAMESPACE,
+        namespace=namespace,
         default_dimensions=dimensions,
     ):
         pass
