@@ -9,12 +9,19 @@ case) and "capture off" are the same request beside it; records go to the same s
 squeezenet JSON body is over the record cap: its rows measure the skip path (CaptureSkipped).
 Overhead = p50(handler) - p50(bare) (same for p99); the spread is that difference
 taken block by block.
+
+The handler runs as a deployed function does: Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+and at infra/config.py's default 2,048 MB (one vCPU's share, 1,769 MB) ONNX Runtime gets one
+intra-op thread (inferstack.models.cpus). "2 threads" rows run without it, with this
+machine's two CPUs, as runs before the drift issue did: for a 13-feature model the thread
+pool's hand-offs cost more than they save, in the handler and in the bare run alike.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import time
 from typing import Any
 
@@ -35,27 +42,47 @@ from benchmarks.common import (
 
 NAME = "warm_overhead"
 TARGET = (
-    "p50(handler) - p50(bare session.run) <= 150 us for the demo model, JSON body, at the "
-    "deployed default capture rate (10%); with every request sampled (the drift issue's "
-    "target) judged in its own row"
+    "p50(handler) - p50(bare session.run) <= 150 us for the demo model, JSON body, the "
+    "handler as deployed by default (2,048 MB), with every request sampled for drift "
+    "capture (the drift issue's target), at the default 10% and with capture off"
 )
-# The case the headline judges, and those judged beside it in the table.
-HEADLINE_CASE = "wine/json, capture 0.1"
-JUDGED = ("wine/json", "wine/json, capture off", HEADLINE_CASE)
+# The cases the headline judges: all three must meet the target.
+DEFAULT_RATE_CASE = "wine/json, capture 0.1"
+JUDGED = ("wine/json", "wine/json, capture off", DEFAULT_RATE_CASE)
 LIMIT_US = 150.0
+# What Lambda tells a function at infra/config.py's default memory size.
+DEPLOYED_MEMORY_MB = 2048
 
 
 def run(config: Config) -> dict[str, Any]:
-    from inferstack.bootstrap import lambda_entry_from_env
     from inferstack.capture import Capture
 
-    cases: list[tuple[str, BenchModel, str, int, int, float]] = [
-        # label, model, body kind, calls per arm, block size, capture rate
-        ("wine/json", demo_model(), "json", config.pick(5000, 1000), 100, 1.0),
-        ("wine/json, capture off", demo_model(), "json", config.pick(5000, 1000), 100, 0.0),
+    deployed, machine = DEPLOYED_MEMORY_MB, None
+    cases: list[tuple[str, BenchModel, str, int, int, float, int | None]] = [
+        # label, model, body kind, calls per arm, block size, capture rate, Lambda memory
+        ("wine/json", demo_model(), "json", config.pick(5000, 1000), 100, 1.0, deployed),
+        (
+            "wine/json, capture off",
+            demo_model(),
+            "json",
+            config.pick(5000, 1000),
+            100,
+            0.0,
+            deployed,
+        ),
         # The default rate: nine requests in ten pay only the draw.
-        ("wine/json, capture 0.1", demo_model(), "json", config.pick(5000, 1000), 100, 0.1),
-        ("wine/binary", demo_model(), "binary", config.pick(5000, 1000), 100, 1.0),
+        (DEFAULT_RATE_CASE, demo_model(), "json", config.pick(5000, 1000), 100, 0.1, deployed),
+        ("wine/binary", demo_model(), "binary", config.pick(5000, 1000), 100, 1.0, deployed),
+        ("wine/json, 2 threads", demo_model(), "json", config.pick(3000, 600), 100, 1.0, machine),
+        (
+            "wine/json, 2 threads, capture off",
+            demo_model(),
+            "json",
+            config.pick(3000, 600),
+            100,
+            0.0,
+            machine,
+        ),
         (
             "squeezenet/json",
             onnx_light_model("light_squeezenet"),
@@ -63,6 +90,7 @@ def run(config: Config) -> dict[str, Any]:
             config.pick(400, 60),
             20,
             1.0,
+            deployed,
         ),
         (
             "squeezenet/binary",
@@ -71,31 +99,57 @@ def run(config: Config) -> dict[str, Any]:
             config.pick(1000, 150),
             50,
             1.0,
+            deployed,
         ),
     ]
-    entries: dict[str, Any] = {}
+    entries: dict[tuple[str, int | None], Any] = {}
     results: dict[str, Any] = {"cases": {}}
     met: bool | None = None
-    for label, model, kind, calls, block, rate in cases:
-        if model.name not in entries:
-            entries[model.name] = lambda_entry_from_env(
-                {
-                    "INFERSTACK_MODEL_NAME": model.name,
-                    "INFERSTACK_MODEL_URI": str(model.path),
-                    "INFERSTACK_METRICS": "true",
-                }
-            )
-        entry = entries[model.name]
+    for label, model, kind, calls, block, rate, memory in cases:
+        key = (model.name, memory)
+        if key not in entries:
+            entries[key] = _entry(model, memory)
+        entry = entries[key]
         # What INFERSTACK_CAPTURE_RATE would give it, published under the same identity.
         entry.dataplane.capture = Capture(rate, identity=("InferStack", "inferstack", "bench"))
         case = measure(entry, model, kind, calls, block)
         case["capture_rate"] = rate
+        case["lambda_memory_mb"] = memory
+        served = entry.dataplane.repository.get(model.name)
+        case["intra_op_threads"] = served._session.get_session_options().intra_op_num_threads
         results["cases"][label] = case
-        if label == HEADLINE_CASE:
-            met = case["overhead_us"]["p50"] <= LIMIT_US
-    entries["wine"].dataplane.capture = Capture(1.0, identity=("InferStack", "inferstack", "bench"))
-    results["breakdown_wine_json_us"] = breakdown(entries["wine"], demo_model(), config)
+        if label in JUDGED:
+            met = (met is not False) and case["overhead_us"]["p50"] <= LIMIT_US
+    wine = entries[("wine", deployed)]
+    wine.dataplane.capture = Capture(1.0, identity=("InferStack", "inferstack", "bench"))
+    results["breakdown_wine_json_us"] = breakdown(wine, demo_model(), config)
     return {"name": NAME, "target": TARGET, "met": met, "results": results}
+
+
+def _entry(model: BenchModel, memory_mb: int | None) -> Any:
+    """The Lambda handler over `model`, loaded as a function of `memory_mb` would load it
+    (None: no Lambda memory size, so ONNX Runtime sizes its pool to this machine)."""
+    from inferstack.bootstrap import lambda_entry_from_env
+    from inferstack.names import ENV_LAMBDA_MEMORY_MB
+
+    before = os.environ.get(ENV_LAMBDA_MEMORY_MB)
+    if memory_mb is None:
+        os.environ.pop(ENV_LAMBDA_MEMORY_MB, None)
+    else:
+        os.environ[ENV_LAMBDA_MEMORY_MB] = str(memory_mb)
+    try:
+        return lambda_entry_from_env(
+            {
+                "INFERSTACK_MODEL_NAME": model.name,
+                "INFERSTACK_MODEL_URI": str(model.path),
+                "INFERSTACK_METRICS": "true",
+            }
+        )
+    finally:
+        if before is None:
+            os.environ.pop(ENV_LAMBDA_MEMORY_MB, None)
+        else:
+            os.environ[ENV_LAMBDA_MEMORY_MB] = before
 
 
 def _event(model: BenchModel, kind: str) -> tuple[dict[str, Any], np.ndarray]:
@@ -278,6 +332,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 label,
+                c.get("intra_op_threads"),
                 c["event_body_bytes"],
                 c["calls_per_arm"],
                 h["median"],
@@ -292,11 +347,14 @@ def markdown(result: dict[str, Any]) -> list[str]:
         )
     out = [
         "Times in us per call. Overhead = handler - bare `session.run` (same session, same "
-        "input); spread = the p50 overhead block by block (p10..p90).",
+        "input); spread = the p50 overhead block by block (p10..p90). ORT threads: intra-op "
+        "threads of the handler's session (1: as deployed at the default 2,048 MB; 2: this "
+        "machine's CPUs, no Lambda memory size set).",
         "",
         md_table(
             [
                 "case",
+                "ORT threads",
                 "event body bytes",
                 "calls/arm",
                 "handler p50",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -141,7 +142,7 @@ class PowertoolsTelemetry(Telemetry):
     ) -> None:
         """Arguments come from the host's Settings; None reads the process environment."""
         from aws_lambda_powertools import Logger, Metrics
-        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+        from aws_lambda_powertools.metrics import MetricUnit
 
         env = os.environ
         self.namespace, self.service, self.environment = metric_identity(
@@ -156,7 +157,6 @@ class PowertoolsTelemetry(Telemetry):
         self.metrics.set_default_dimensions(**{DIM_ENVIRONMENT: self.environment})
         # Bound once: the per-request path should not go through the import machinery.
         self._units = MetricUnit
-        self._single_metric = single_metric
         self._cold = True
         self._emf_templates: dict[tuple[Any, ...], dict[str, Any]] = {}
         if tracing is None:
@@ -185,7 +185,7 @@ class PowertoolsTelemetry(Telemetry):
             document[METRIC_REQUEST_BYTES] = [float(record.request_bytes)]
             document[METRIC_RESPONSE_BYTES] = [float(record.response_bytes)]
             document[METRIC_SERVER_ERRORS] = [1.0 if record.status >= 500 else 0.0]
-            print(orjson.dumps(document).decode())
+            write_line(orjson.dumps(document).decode())
         if record.status >= 400:
             self._record_error(record)
 
@@ -216,26 +216,52 @@ class PowertoolsTelemetry(Telemetry):
 
     def _record_error(self, record: RequestRecord) -> None:
         error_class = ERROR_CLASSES.get(record.status, f"Status{record.status}")
-        # service explicitly: single_metric adds it only when POWERTOOLS_SERVICE_NAME is set,
-        # and the alarms need the exact dimension set wherever the server runs.
+        # service explicitly (Powertools adds it only when POWERTOOLS_SERVICE_NAME is set):
+        # the alarms need the exact dimension set wherever the server runs.
         dimensions = {
             DIM_SERVICE: self.service,
             DIM_ENVIRONMENT: self.environment,
             DIM_MODEL: record.model or "none",
         }
-        with self._single_metric(
-            name=METRIC_ERRORS,
-            unit=self._units.Count,
-            value=1,
-            namespace=self.namespace,
-            default_dimensions=dimensions,
-        ) as metric:
-            metric.add_dimension(DIM_ERROR_CLASS, error_class)
+        emit_count(METRIC_ERRORS, self.namespace, dimensions, {DIM_ERROR_CLASS: error_class})
 
     def trace(self, name: str) -> AbstractContextManager[Any]:
         if self.tracer is None:
             return nullcontext()
         return self.tracer.provider.in_subsegment(name=name)
+
+
+def write_line(line: str, *, flush: bool = False) -> None:
+    """`line` and its newline to stdout in ONE write call.
+
+    print() writes the text and the newline apart: two system calls where stdout writes
+    through (Lambda's runtime flushes every write; the container sets PYTHONUNBUFFERED),
+    and room for a line from another thread (the server loads models and decodes large
+    bodies in threads, and they log) to land between them, corrupting both lines for
+    CloudWatch Logs, which splits stdout on newlines. One call is one piece: io's text and
+    buffered layers append and flush whole writes in order."""
+    stream = sys.stdout
+    stream.write(line + "\n")
+    if flush:
+        stream.flush()
+
+
+def emit_count(
+    name: str,
+    namespace: str,
+    dimensions: Mapping[str, str],
+    extra_dimensions: Mapping[str, str] | None = None,
+) -> None:
+    """One EMF document counting 1 of `name` under exactly these dimensions: the document
+    Powertools' single_metric prints, written as one line (write_line)."""
+    from aws_lambda_powertools.metrics import MetricUnit
+    from aws_lambda_powertools.metrics.base import SingleMetric
+
+    metric = SingleMetric(namespace=namespace)
+    metric.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    for key, value in {**dimensions, **(extra_dimensions or {})}.items():
+        metric.add_dimension(name=key, value=value)
+    write_line(orjson.dumps(metric.serialize_metric_set()).decode())
 
 
 def _make_tracer(service: str) -> Tracer | None:

@@ -27,6 +27,7 @@ import pytest
 
 from inferstack.capture import BINARY_CONTENT_TYPE, MAX_RECORD_BYTES, Capture
 from inferstack.names import CAPTURE_PREFIX, ENV_CAPTURE_RATE, METRIC_CAPTURE_SKIPPED
+from inferstack.protocol.types import HttpResponse
 from inferstack.settings import ConfigurationError, Settings
 from tests.functional.conftest import (
     DEMO_MODEL,
@@ -174,6 +175,57 @@ def test_a_capture_that_cannot_write_never_fails_the_request(
     handler.dataplane.capture = Capture(1.0, write=closed_stdout)
     _, reply = infer_json(handler, reference_rows(2))
     assert set(reply.json()) >= {"outputs"}
+
+
+class WriteCalls:
+    """A stdout that keeps each write call apart, as a pipe to CloudWatch Logs sees them."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_every_line_a_request_writes_is_one_whole_write_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record, the request's EMF line, an error's metric and CaptureSkipped each go out
+    in ONE write: print() writes text and newline apart (two system calls on Lambda's
+    write-through stdout), and a line another thread writes in between corrupts both for
+    CloudWatch Logs, which splits stdout on newlines."""
+    handler = handler_with(monkeypatch, **{ENV_CAPTURE_RATE: "1"})
+    stdout = WriteCalls()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    infer_json(handler, reference_rows(2))  # a record + the request's metrics
+    big = np.tile(reference_rows(100), (40, 1))
+    infer_json(handler, big)  # over the record cap: CaptureSkipped
+    bad = invoke(handler, http_event(HTTP, "POST", INFER, body="{", base64_body=False))
+    assert bad.status == 400  # the Errors metric
+
+    written = "".join(stdout.calls)
+    assert '"captureData"' in written and METRIC_CAPTURE_SKIPPED in written
+    assert '"Errors"' in written
+    for call in stdout.calls:
+        assert call.endswith("\n") and call.count("\n") == 1, call[:80]
+        json.loads(call)
+
+
+def test_event_ids_are_version_4_uuids_unique_per_record() -> None:
+    lines: list[str] = []
+    captures = [Capture(1.0, write=lines.append) for _ in range(2)]  # two processes' worth
+    answer = HttpResponse(200, b'{"outputs": []}')
+    for capture in captures:
+        for _ in range(500):
+            capture.offer("wine", b'{"inputs": []}', None, answer)
+    ids = [json.loads(line)["eventMetadata"]["eventId"] for line in lines]
+    assert len(set(ids)) == len(ids) == 1000
+    assert {uuid.UUID(value).version for value in ids} == {4}
+    assert {uuid.UUID(value).variant for value in ids} == {uuid.RFC_4122}
 
 
 def test_the_share_sampled_is_the_rate() -> None:
