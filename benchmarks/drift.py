@@ -12,6 +12,9 @@ p < 0.05; the same with Bonferroni (p < 0.05 / 64) is shown too.
 Scale: 1,000,000 x 64 float32 from a .npy, read in 32,768-row chunks into a profile and
 checked, in a child process (its wall time and peak RSS); beside it the naive way: load the
 whole array and run ks_2samp per feature against the reference sample.
+Capture JSONL throughput (benchmarks/drift_capture.py, no target): records per second read
+from data-capture files (the reader, and capture -> profile as the scheduled check), and
+written by one serving process's Capture (a hot loop).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import drift_capture
 from benchmarks.common import REPO, SEED, Config, md_table, work_dir
 
 NAME = "drift"
@@ -81,6 +85,7 @@ def run(config: Config) -> dict[str, Any]:
         baseline, reference, rng, 100_000, config.pick(12, 2), {"shift": 0.02}, SHIFTED
     )
     scale = _scale(baseline, reference)
+    capture = drift_capture.run(config, work_dir() / "drift" / "capture")
 
     def rate(entry: dict[str, Any], key: str) -> float:
         return entry[key] / entry["windows"]
@@ -103,6 +108,7 @@ def run(config: Config) -> dict[str, Any]:
             "features": FEATURES,
             "quality": quality,
             "scale": scale,
+            "capture": capture,
         },
     }
 
@@ -313,6 +319,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
     rows.append(["0.02 sigma shift alarms, n = 100,000", tiny["windows"], pct(tiny, "ours"),
                  pct(tiny, "ks"), pct(tiny, "ks_bonferroni")])  # fmt: skip
     ours, naive = scale["ours"], scale["naive_full_sample_ks"]
+    capture = ["", *drift_capture.markdown(res["capture"])] if "capture" in res else []
     return [
         f"{res['features']} features, reference {res['reference_rows']:,} rows. A window "
         "alarms when any check does. The KS columns alarm on the flip only through their "
@@ -344,6 +351,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
                 ],
             ],
         ),
+        *capture,
     ]
 
 

@@ -1,10 +1,16 @@
-"""Image size: what functions/inference/requirements.txt installs, in MB (10^6 bytes).
+"""Image size: what each Lambda function image's requirements.txt installs, in MB (10^6 bytes).
 
-`pip install --target <tmp> --only-binary=:all: -r functions/inference/requirements.txt`,
-twice: as specified, for this interpreter (pip byte-compiles as it installs); and as
-functions/inference/Dockerfile builds the image, CPython 3.12 manylinux x86_64 wheels
-then `compileall`. Sizes are apparent file sizes; packages are attributed through each
-distribution's RECORD (files it does not list, by the top-level directory they sit in).
+One measurement per image (functions/<image>/requirements.txt; the inference function, the
+drift check and the model promoter), each the same way: `pip install --target <tmp>
+--only-binary=:all: -r requirements.txt`, as specified for this interpreter (pip
+byte-compiles as it installs); and as the image's Dockerfile builds it, for the Python of its
+base image (the last FROM line, public.ecr.aws/lambda/python:3.12) with manylinux wheels,
+then `compileall`: x86_64, and arm64 (aarch64), the architecture the stack deploys the three
+functions on by default (infra/config.py, infra/constructs/drift.py and promoter.py). Sizes
+are apparent file sizes; packages are attributed through each distribution's RECORD (files
+it does not list, by the top-level directory they sit in). Beside them: the InferStack code
+the Dockerfile copies (layers/inferstack less its .dockerignore's exclusions, and the
+handler), compiled the same way. The base image itself is not counted.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import csv
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,59 +28,87 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import FUNCTION_DIR, Config
+from benchmarks.common import REPO, Config, md_table
 
 NAME = "image_size"
-TARGET = "none set: report the installed size of the Lambda image's Python dependencies"
-REQUIREMENTS = FUNCTION_DIR / "requirements.txt"
+TARGET = "none set: report the installed size of each Lambda image's Python dependencies"
+IMAGES = ("inference", "drift_check", "model_promoter")
+FUNCTIONS_DIR = REPO / "functions"
+CODE = REPO / "layers" / "inferstack"
+HANDLER = "handler.py"
 MB = 1e6
-
-
-# The Lambda base image of functions/inference/Dockerfile: public.ecr.aws/lambda/python:3.12.
-IMAGE_PYTHON = "3.12"
-IMAGE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+# The Dockerfile variants: label -> manylinux platform tags of one architecture.
+ARCHITECTURES = {
+    "lambda_image": ("x86_64", "manylinux x86_64"),
+    "lambda_image_arm64": ("aarch64", "manylinux aarch64 (arm64)"),
+}
+MANYLINUX = ("manylinux_2_28_{}", "manylinux_2_17_{}", "manylinux2014_{}")
+_FROM = re.compile(r"^FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE | re.MULTILINE)
+_PYTHON_TAG = re.compile(r"python:(\d+\.\d+)")
 
 
 def run(config: Config) -> dict[str, Any]:
-    if not REQUIREMENTS.is_file():
-        return {
-            "name": NAME,
-            "target": TARGET,
-            "met": None,
-            "results": {"status": "missing", "requirements": str(REQUIREMENTS)},
-        }
-    variants: dict[str, Any] = {}
-    # 1. The command as specified, for this interpreter (pip byte-compiles as it installs).
-    variants["this_interpreter"] = _install([], compile_with=None)
-    variants["this_interpreter"]["python"] = sys.version.split()[0]
-    variants["this_interpreter"]["platform"] = sysconfig.get_platform()
-    # 2. As the Dockerfile builds it: CPython 3.12 manylinux x86_64 wheels, then
-    #    `compileall` (run here with a local python3.12 when there is one).
-    python312 = _python(IMAGE_PYTHON)
-    cross = ["--python-version", IMAGE_PYTHON, "--implementation", "cp", "--no-compile"]
-    cross += ["--abi", "cp" + IMAGE_PYTHON.replace(".", "")]
-    for tag in IMAGE_PLATFORMS:
-        cross += ["--platform", tag]
-    variants["lambda_image"] = _install(cross, compile_with=python312)
-    variants["lambda_image"]["python"] = IMAGE_PYTHON
-    variants["lambda_image"]["platform"] = "manylinux x86_64"
-    variants["lambda_image"]["bytecode"] = (
-        f"compileall by a local python{IMAGE_PYTHON}"
-        if python312
-        else f"none (no local python{IMAGE_PYTHON}): sources only"
-    )
-    measured = all(v.get("status") == "measured" for v in variants.values())
+    images = {image: measure_image(FUNCTIONS_DIR / image) for image in IMAGES}
+    measured = all(entry.get("status") == "measured" for entry in images.values())
     return {
         "name": NAME,
         "target": TARGET,
         "met": None,
-        "results": {
-            "status": "measured" if measured else "failed",
-            "requirements": str(REQUIREMENTS.relative_to(FUNCTION_DIR.parent.parent)),
-            "requirements_lines": _requirement_lines(),
-            "variants": variants,
-        },
+        "results": {"status": "measured" if measured else "failed", "images": images},
     }
+
+
+def measure_image(folder: Path) -> dict[str, Any]:
+    """One function image: its requirements installed each way, and its own code."""
+    requirements, dockerfile = folder / "requirements.txt", folder / "Dockerfile"
+    if not requirements.is_file() or not dockerfile.is_file():
+        return {"status": "missing", "requirements": _relative(requirements)}
+    base_image, image_python = base_image_python(dockerfile)
+    variants: dict[str, Any] = {}
+    # 1. The command as specified, for this interpreter (pip byte-compiles as it installs).
+    variants["this_interpreter"] = _install(requirements, [], compile_with=None)
+    variants["this_interpreter"]["python"] = sys.version.split()[0]
+    variants["this_interpreter"]["platform"] = sysconfig.get_platform()
+    variants["this_interpreter"]["bytecode"] = "pip's, as it installs"
+    # 2. As the Dockerfile builds it: the base image's CPython, manylinux wheels, then
+    #    `compileall` (run here with a local python of that version when there is one).
+    local = _python(image_python)
+    bytecode = (
+        f"compileall by a local python{image_python}"
+        if local
+        else f"none (no local python{image_python}): sources only"
+    )
+    for label, (machine, platform) in ARCHITECTURES.items():
+        cross = ["--python-version", image_python, "--implementation", "cp", "--no-compile"]
+        cross += ["--abi", "cp" + image_python.replace(".", "")]
+        for tag in MANYLINUX:
+            cross += ["--platform", tag.format(machine)]
+        variants[label] = _install(requirements, cross, compile_with=local)
+        variants[label] |= {"python": image_python, "platform": platform, "bytecode": bytecode}
+    return {
+        "status": "measured"
+        if all(v.get("status") == "measured" for v in variants.values())
+        else "failed",
+        "requirements": _relative(requirements),
+        "requirements_lines": _requirement_lines(requirements),
+        "dockerfile": _relative(dockerfile),
+        "base_image": base_image,
+        "code": _code(folder, compile_with=local),
+        "variants": variants,
+    }
+
+
+def base_image_python(dockerfile: Path) -> tuple[str, str]:
+    """The runtime stage's base image (the last FROM) and its Python version."""
+    images = _FROM.findall(dockerfile.read_text())
+    match = _PYTHON_TAG.search(images[-1]) if images else None
+    if match is None:
+        raise ValueError(f"{dockerfile}: no FROM of a python:<version> base image")
+    return images[-1], match.group(1)
+
+
+def _relative(path: Path) -> str:
+    return str(path.relative_to(REPO))
 
 
 def _python(version: str) -> str | None:
@@ -94,23 +129,17 @@ def _python(version: str) -> str | None:
     return None
 
 
-def _install(extra: list[str], compile_with: str | None) -> dict[str, Any]:
+def _install(requirements: Path, extra: list[str], compile_with: str | None) -> dict[str, Any]:
     target = Path(tempfile.mkdtemp(prefix="inferstack-image-size-"))
     try:
         began = time.perf_counter()
         argv = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         argv += ["--no-input", "--target", str(target), "--only-binary=:all:", *extra]
-        argv += ["-r", str(REQUIREMENTS)]
+        argv += ["-r", str(requirements)]
         done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=900)
         if done.returncode != 0:
             return {"status": "pip failed", "stderr_tail": done.stderr[-2000:]}
-        if compile_with is not None:
-            subprocess.run(
-                [compile_with, "-m", "compileall", "-q", "-j", "0", str(target)],
-                capture_output=True,
-                check=False,
-                timeout=900,
-            )
+        _compile(target, compile_with)
         return {
             "status": "measured",
             "pip_args": " ".join(["--target <tmp>", "--only-binary=:all:", *extra]),
@@ -121,9 +150,43 @@ def _install(extra: list[str], compile_with: str | None) -> dict[str, Any]:
         shutil.rmtree(target, ignore_errors=True)
 
 
-def _requirement_lines() -> list[str]:
+def _compile(target: Path, python: str | None) -> None:
+    if python is not None:
+        subprocess.run(
+            [python, "-m", "compileall", "-q", "-j", "0", str(target)],
+            capture_output=True,
+            check=False,
+            timeout=900,
+        )
+
+
+def _code(folder: Path, compile_with: str | None) -> dict[str, Any]:
+    """What the Dockerfile copies besides the wheels: layers/inferstack (less what its
+    .dockerignore keeps out everywhere) and the handler, compiled as the image does."""
+    ignore = folder / "Dockerfile.dockerignore"
+    patterns = [
+        line.strip().removeprefix("**/")
+        for line in (ignore.read_text().splitlines() if ignore.is_file() else [])
+        if line.strip().startswith("**/")
+    ]
+    target = Path(tempfile.mkdtemp(prefix="inferstack-image-code-"))
+    try:
+        shutil.copytree(CODE, target / "inferstack", ignore=shutil.ignore_patterns(*patterns))
+        shutil.copy2(folder / HANDLER, target / HANDLER)
+        _compile(target, compile_with)
+        files = [p for p in target.rglob("*") if p.is_file()]
+        return {
+            "mb": round(sum(p.stat().st_size for p in files) / MB, 1),
+            "files": len(files),
+            "copied": f"{_relative(CODE)}/, {_relative(folder / HANDLER)}",
+        }
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _requirement_lines(requirements: Path) -> list[str]:
     lines = []
-    for raw in REQUIREMENTS.read_text().splitlines():
+    for raw in requirements.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if line:
             lines.append(line)
@@ -160,7 +223,11 @@ def measure(target: Path, top: int = 10) -> dict[str, Any]:
     for path, size in sizes.items():
         if path in claimed:
             continue
-        owner = top_dirs.get(path.relative_to(target.resolve()).parts[0], "(unattributed)")
+        parts = path.relative_to(target.resolve()).parts
+        first = parts[0]
+        if first == "__pycache__" and len(parts) == 2:  # a top-level module's compileall output
+            first = parts[1].partition(".")[0] + ".py"
+        owner = top_dirs.get(first, "(unattributed)")
         per_dist[owner] = per_dist.get(owner, 0) + size
     ranked = sorted(per_dist.items(), key=lambda kv: -kv[1])
     return {
@@ -196,30 +263,69 @@ def _top_level_owner(target: Path) -> dict[str, str]:
     return owners
 
 
-def markdown(result: dict[str, Any]) -> list[str]:
-    from benchmarks.common import md_table
+VARIANT_COLUMNS = {
+    "MB": "total_mb",
+    "files": "files",
+    "distributions": "distributions",
+    "`__pycache__` MB": "pycache_mb",
+    "Python": "python",
+    "platform": "platform",
+    "bytecode": "bytecode",
+}
 
+
+def markdown(result: dict[str, Any]) -> list[str]:
     res = result["results"]
-    if res.get("status") == "missing":
-        return [f"**missing**: no `{res['requirements']}` when this ran."]
-    out = [f"`{res['requirements']}`: {len(res['requirements_lines'])} pinned requirements."]
-    for label, v in res["variants"].items():
-        out.append("")
-        if v.get("status") != "measured":
-            out.append(f"{label}: **{v.get('status')}**")
+    # A result from before the drift issue measured the inference image alone, at the top.
+    images = res.get("images") or {"inference": res}
+    rows, packages = [], []
+    for image, entry in images.items():
+        if entry.get("status") == "missing":
+            rows.append([image, f"missing: no `{entry['requirements']}`"])
             continue
-        extra = f", bytecode: {v['bytecode']}" if "bytecode" in v else ""
-        out += [
-            f"**{label}** (Python {v['python']}, {v['platform']}{extra}): "
-            f"**{v['total_mb']} MB** in {v['files']} files, {v['distributions']} "
-            f"distributions ({v['pycache_mb']} MB of `__pycache__`).",
+        for label, v in entry["variants"].items():
+            if v.get("status") != "measured":
+                rows.append([image, label, f"**{v.get('status')}**"])
+                continue
+            rows.append([image, label, *(v.get(key) for key in VARIANT_COLUMNS.values())])
+        code = entry.get("code")
+        packages += [
             "",
-            md_table(
-                ["package", "version", "MB", "share"],
-                [
-                    [p["package"], p["version"], p["mb"], f"{p['share'] * 100:.1f}%"]
-                    for p in v["top_packages"]
-                ],
-            ),
+            f"**{image}**: `{entry['requirements']}`, {len(entry['requirements_lines'])} pinned "
+            "requirements"
+            + (
+                f"; base image `{entry['base_image']}` (not counted)"
+                if "base_image" in entry
+                else ""
+            )
+            + (f"; its own code ({code['copied']}, compiled): {code['mb']} MB" if code else "")
+            + ". MB per package:",
+            "",
+            _packages_table(entry["variants"]),
         ]
-    return out
+    return [
+        "Installed size of each function image's pinned requirements (`pip install --target`), "
+        "in MB of 10^6 bytes; `lambda_image*` as the Dockerfile builds it, for the base image's "
+        "Python with manylinux wheels.",
+        "",
+        md_table(["image", "variant", *VARIANT_COLUMNS], rows),
+        *packages,
+    ]
+
+
+def _packages_table(variants: dict[str, Any]) -> str:
+    """The largest packages, one column per variant; their share of the first Lambda image
+    variant's total."""
+    measured = {k: v for k, v in variants.items() if v.get("status") == "measured"}
+    sizes = {k: {p["package"]: p for p in v["top_packages"]} for k, v in measured.items()}
+    lead = next((k for k in measured if k.startswith("lambda_image")), next(iter(measured), ""))
+    order = list(sizes.get(lead, {}))
+    order += [p for table in sizes.values() for p in table if p not in order]
+    rows = []
+    for name in order:
+        entry = next(table[name] for table in sizes.values() if name in table)
+        row = [name, entry["version"]]
+        row += [table[name]["mb"] if name in table else None for table in sizes.values()]
+        share = sizes.get(lead, {}).get(name)
+        rows.append([*row, f"{share['share'] * 100:.1f}%" if share else None])
+    return md_table(["package", "version", *measured, f"share of {lead}"], rows)

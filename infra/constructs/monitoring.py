@@ -103,6 +103,16 @@ METRIC_DIMENSIONS: dict[str, tuple[frozenset[str], ...]] = {
 }
 PERIOD = cdk.Duration.minutes(5)
 DRIFT_PERIOD = cdk.Duration.hours(1)
+# CaptureSkipped (inferstack.capture): a sampled request whose record was over the size cap,
+# so the drift check never sees it. A few are harmless; a steady share means the check
+# compares the baseline with a sample that lacks the large requests (a biased sample), which
+# no drift score reveals. Low severity: serving is unaffected. The alarm fires when more than
+# CAPTURE_SKIPPED_PERCENT of the sampled requests (the API's v2 infer requests x capture_rate)
+# were skipped, with at least CAPTURE_SKIPPED_MIN skips, in each of CAPTURE_SKIPPED_HOURS hours.
+CAPTURE_PERIOD = cdk.Duration.hours(1)
+CAPTURE_SKIPPED_PERCENT = 5.0
+CAPTURE_SKIPPED_MIN = 10
+CAPTURE_SKIPPED_HOURS = 3
 GT = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
 GTE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 
@@ -285,6 +295,7 @@ class Monitoring(Construct):
             ),
             _graph(f"{name}: cold starts (ColdStart)", [cold_starts]),
         )
+        self._capture_skipped(model)
 
     def add_sagemaker_model(
         self, model: SageMakerModel, endpoint_name: str, variant_name: str
@@ -379,6 +390,7 @@ class Monitoring(Construct):
             ),
             _graph(f"{name}: GPUUtilization (%)", [gpu, reservation]),
         )
+        self._capture_skipped(model)
 
     def add_drift_alarm(self, model: Model) -> None:
         """Alarm when the drift check's score exceeds the model's threshold (1.0: the check
@@ -543,6 +555,66 @@ class Monitoring(Construct):
             description=f"{model.name}: >= {model.alarms.throttles} requests throttled in 5 min",
         )
         self.dashboard.add_widgets(_graph(f"{model.name}: throttled (429)", [rejected]))
+
+    def _capture_skipped(self, model: LambdaModel | EcsModel) -> None:
+        """The low-severity CaptureSkipped alarm and its widget, for a model whose host
+        captures (Lambda, ECS; SageMaker captures with its own DataCapture, which skips
+        nothing)."""
+        if model.capture_rate <= 0:
+            return  # nothing sampled, nothing skipped
+        skipped = inferstack_metric(
+            METRIC_CAPTURE_SKIPPED,
+            environment=self.config.name,
+            model=model.name,
+            statistic="Sum",
+            period=CAPTURE_PERIOD,
+        ).with_(label="skipped records")
+        # Sampled requests, estimated from the API's count of v2 infer requests (v1 :predict
+        # is never captured; failed requests, never captured either, are counted: the share
+        # errs low); never below the skips themselves.
+        using: dict[str, cloudwatch.IMetric] = {
+            "s": skipped,
+            "n": self._api_metric(model, "Count", "Sum", route="infer"),
+        }
+        sampled = f"{model.capture_rate:g} * FILL(n, 0)"
+        # IF, comparison, FILL and MAX([...]) per point: metric math's functions
+        # (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/using-metric-math.html).
+        share = cloudwatch.MathExpression(
+            expression=(
+                f"IF(FILL(s, 0) >= {CAPTURE_SKIPPED_MIN}, "
+                f"100 * FILL(s, 0) / MAX([{sampled}, FILL(s, 0)]), 0)"
+            ),
+            using_metrics=using,
+            label="skipped (% of sampled requests)",
+            period=CAPTURE_PERIOD,
+        )
+        self._alarm(
+            f"{model.name}-CaptureSkipped",
+            share,
+            threshold=CAPTURE_SKIPPED_PERCENT,
+            comparison=GT,
+            evaluation_periods=CAPTURE_SKIPPED_HOURS,
+            description=(
+                f"{model.name} (low severity): over {CAPTURE_SKIPPED_PERCENT:g}% of sampled "
+                f"requests (>= {CAPTURE_SKIPPED_MIN} an hour) too large to capture, "
+                f"{CAPTURE_SKIPPED_HOURS} hours in a row: the drift check sees a biased sample "
+                "(serving is unaffected)"
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title=f"{model.name}: capture skipped (records over the size cap)",
+                left=[skipped],
+                right=[share],
+                right_annotations=[
+                    cloudwatch.HorizontalAnnotation(
+                        value=CAPTURE_SKIPPED_PERCENT, label="alarm (%)"
+                    )
+                ],
+                width=6,
+                height=6,
+            )
+        )
 
     def _api_widgets(self, model: Model) -> list[cloudwatch.IWidget]:
         name = model.name

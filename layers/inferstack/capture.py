@@ -31,6 +31,7 @@ from inferstack.names import (
     DIM_SERVICE,
     METRIC_CAPTURE_SKIPPED,
 )
+from inferstack.telemetry import emit_count, metric_identity, write_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -87,7 +88,10 @@ class Capture:
         self._threshold = int(rate * _DRAWS)
         self.identity = identity
         self.max_record_bytes = max_record_bytes
-        self.write = write or _write_line
+        # Not flushed: both hosts' stdout writes through (Lambda's runtime flushes each
+        # write, the container sets PYTHONUNBUFFERED), so a record is in the log pipe when
+        # the answer leaves.
+        self.write = write or write_line
         self.skipped = 0
         self._draws: Sequence[int] = ()
         self._at = 0
@@ -151,18 +155,17 @@ class Capture:
         # eventId: version-4-shaped, this capture's random 80 bits then a count: unique per
         # record at a fraction of uuid4()'s cost.
         if not self._event_prefix:
-            self._event_prefix = _event_prefix()
+            self._event_prefix = b'{"eventId":"' + _event_prefix()
         self._events += 1
-        event_id = self._event_prefix + b"%012x" % (self._events & _COUNT_MASK)
         now = int(time.time())
         if now != self._second:  # formatted once a second
             # SageMaker writes whole seconds in UTC: "2022-02-14T17:25:49Z".
             self._second = now
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)).encode()
-        head = b'{"eventId":"' + event_id + b'","inferenceTime":"' + self._stamp
-        if inference_id:
-            return head + b'","inferenceId":' + orjson.dumps(inference_id) + b"}"
-        return head + b'"}'
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)).encode()
+            self._stamp = b'","inferenceTime":"' + stamp
+        tail = b'","inferenceId":' + orjson.dumps(inference_id) + b"}" if inference_id else b'"}'
+        count = b"%012x" % (self._events & _COUNT_MASK)
+        return b"".join((self._event_prefix, count, self._stamp, tail))
 
     def _skip(self, model: str) -> bool:
         self.skipped += 1
@@ -175,7 +178,6 @@ def capture_from_env(environ: Mapping[str, str] | None = None) -> Capture:
     """The capture a host's environment asks for (INFERSTACK_CAPTURE_RATE, read by
     inferstack.settings; unset: off), its skips published under the host's metric identity."""
     from inferstack.settings import capture_rate_from_env
-    from inferstack.telemetry import metric_identity
 
     env = os.environ if environ is None else environ
     return Capture(capture_rate_from_env(env), identity=metric_identity(env))
@@ -216,19 +218,8 @@ def _event_prefix() -> bytes:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-".encode()
 
 
-def _write_line(line: str) -> None:
-    # Not flushed here: both hosts' stdout writes through (Lambda's runtime flushes each
-    # write, the container sets PYTHONUNBUFFERED), so a record is in the log pipe when
-    # the answer leaves.
-    from inferstack.telemetry import write_line
-
-    write_line(line)
-
-
 def _publish_skipped(identity: tuple[str, str, str], model: str) -> None:
     """CaptureSkipped = 1 as EMF, with infra/constructs/monitoring.py's dimension set."""
-    from inferstack.telemetry import emit_count
-
     namespace, service, environment = identity
     emit_count(
         METRIC_CAPTURE_SKIPPED,
