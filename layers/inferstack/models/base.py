@@ -29,6 +29,9 @@ Tensors = dict[str, "np.ndarray"]
 INLINE_BUDGET_S = 0.0005
 INLINE_AFTER = 64
 INLINE_LIMIT_S = 0.005
+# Inline runs over INLINE_LIMIT_S before a model stays on its pool for good: one alone may
+# be the host (a preempted vCPU, a page fault) stalling a 5 us run, not the model.
+INLINE_STRIKES = 3
 _FLOATS = frozenset({"FP16", "BF16", "FP32", "FP64"})
 
 
@@ -50,6 +53,7 @@ class Model(ABC):
         self._executor: ThreadPoolExecutor | None = None
         self._fast_runs = 0  # runs in a row under INLINE_BUDGET_S on the pool; -1: never inline
         self._fast_bytes = 0  # the largest input those runs had, in bytes
+        self._inline_strikes = 0  # inline runs over INLINE_LIMIT_S so far
 
     @property
     def state(self) -> str:
@@ -91,10 +95,10 @@ class Model(ABC):
     # -- running tiny models inline ------------------------------------------------------
     # A model runs on the event loop only after INLINE_AFTER runs in a row under
     # INLINE_BUDGET_S, and only on inputs no larger than those runs had; any run over the
-    # budget sends it back to the pool for INLINE_AFTER runs, and an inline run over
-    # INLINE_LIMIT_S (an input whose cost the size did not show, such as a loop count)
-    # keeps it on the pool for good; models with integer or boolean inputs never run inline.
-    # So a slow model never blocks the loop, and a fast one at most once, for one run.
+    # budget sends it back to the pool for INLINE_AFTER runs, and INLINE_STRIKES inline runs
+    # over INLINE_LIMIT_S (an input whose cost the size did not show, such as a loop count)
+    # keep it on the pool for good; models with integer or boolean inputs never run inline.
+    # So a slow model never blocks the loop for long, and a fast one at most a few times.
     # Qualifying runs on the pool are timed in the thread's CPU time (on a busy host, wall
     # time would count preemption and waits for the GIL as model time); an inline run by the
     # wall time it held the loop, which is what health checks wait for (and a clock read
@@ -127,12 +131,20 @@ class Model(ABC):
 
     def _inline_took(self, took: float) -> None:
         if took > INLINE_LIMIT_S:
-            logger.warning(
-                "model %s held the event loop %.1f ms: it runs on its thread pool from now on",
-                self.name,
-                took * 1e3,
-            )
-            self._fast_runs = -1
+            self._inline_strikes += 1
+            if self._inline_strikes >= INLINE_STRIKES:
+                logger.warning(
+                    "model %s held the event loop %.1f ms (%d times): it runs on its thread "
+                    "pool from now on",
+                    self.name,
+                    took * 1e3,
+                    self._inline_strikes,
+                )
+                self._fast_runs = -1
+                return
+            # Back to the pool, where runs are timed in CPU time: a stalled host does not
+            # count there, a model that is really slow on such inputs does.
+            self._fast_runs = self._fast_bytes = 0
         elif took > INLINE_BUDGET_S:
             self._fast_runs = self._fast_bytes = 0
 
