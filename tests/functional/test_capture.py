@@ -369,7 +369,7 @@ def test_captured_lines_reach_s3_under_the_model_and_hour_and_the_reader_decodes
     delivered = "".join(
         event["message"] + "\n"
         for event in envelope["logEvents"]
-        if _matches_capture_pattern(event["message"])
+        if matches_capture_pattern(event["message"])
     )
     assert len(delivered.splitlines()) == len(sent)
     stats = CaptureStats()
@@ -381,7 +381,7 @@ def test_captured_lines_reach_s3_under_the_model_and_hour_and_the_reader_decodes
         assert set(record.outputs) == {"label", "probabilities"}
 
 
-def _matches_capture_pattern(message: str) -> bool:
+def matches_capture_pattern(message: str) -> bool:
     """`{ $.captureData.endpointInput.mode = "INPUT" }` as CloudWatch Logs evaluates it."""
     with contextlib.suppress(ValueError):
         doc = json.loads(message)

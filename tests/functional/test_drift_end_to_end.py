@@ -15,7 +15,6 @@ the deployed stream writes it. Everything else is the real code.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import re
@@ -34,7 +33,12 @@ from infra.config import Drift
 from infra.constructs.capture import CAPTURE_FILTER_PATTERN, FILE_EXTENSION, capture_key_prefix
 from infra.constructs.drift import window_minutes
 from tests.functional.conftest import DEMO_DIR, DEMO_MODEL, FakeContext
-from tests.functional.test_capture import capture_lines, handler_with, infer_json
+from tests.functional.test_capture import (
+    capture_lines,
+    handler_with,
+    infer_json,
+    matches_capture_pattern,
+)
 from tests.functional.test_drift_scheduled import BUCKET, MODEL, aws, emf, load_handler, messages
 
 __all__ = ["aws"]  # the moto fixture (S3, SNS -> SQS inbox) of test_drift_scheduled
@@ -125,7 +129,7 @@ def through_logs_and_firehose(lines: list[str]) -> str:
     delivered = "".join(
         event["message"] + "\n"
         for event in envelope["logEvents"]
-        if _matches_capture_pattern(event["message"])
+        if matches_capture_pattern(event["message"])
     )
     # Firehose names the object <stream>-<version>-<yyyy-MM-dd-HH-mm-ss>-<uuid> + extension
     # (https://docs.aws.amazon.com/firehose/latest/dev/s3-object-name.html), under the
@@ -233,12 +237,3 @@ def test_served_traffic_is_captured_checked_reported_and_alarmed_on_drift_only(
         assert outcome["score"] < 0.5
         assert outcome["drifted_features"] == [] and drift_violations == {}
         assert inbox == []
-
-
-def _matches_capture_pattern(message: str) -> bool:
-    """`{ $.captureData.endpointInput.mode = "INPUT" }` as CloudWatch Logs evaluates it
-    (copied from test_capture.py, where it is private)."""
-    with contextlib.suppress(ValueError):
-        doc = json.loads(message)
-        return bool(doc.get("captureData", {}).get("endpointInput", {}).get("mode") == "INPUT")
-    return False
