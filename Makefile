@@ -30,8 +30,9 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,cdk]'
 	touch $@ $(RUNTIME_STAMP)
 
+# TensorRT's wheels are on NVIDIA's index only (the registry's package is a stub).
 $(GPU_STAMP): pyproject.toml $(DEV_STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,cdk,gpu]'
+	$(BIN)/pip install --quiet --extra-index-url https://pypi.nvidia.com -e '.[dev,cdk,gpu]'
 	touch $@
 
 # The CDK CLI, pinned in package.json / package-lock.json, from the npm registry.

@@ -69,6 +69,12 @@ class NoReleaseYet(ModelLoadError):
     """The model is deployed but has no release yet (its live pointer does not exist)."""
 
 
+class OverloadedError(InferStackError):
+    """The model's queue is full, or a request waited in it past its timeout: retry later."""
+
+    status_code = 429
+
+
 class InferenceError(InferStackError):
     """The backend failed on input that passed validation (a server-side fault)."""
 

@@ -29,6 +29,14 @@ ENV_ACCESS_LOG = "INFERSTACK_ACCESS_LOG"
 # Dynamic batching of the GPU container (models/ batcher).
 ENV_MAX_BATCH_SIZE = "INFERSTACK_MAX_BATCH_SIZE"
 ENV_MAX_QUEUE_DELAY_US = "INFERSTACK_MAX_QUEUE_DELAY_US"
+# Requests waiting per model (full -> 429) and the longest a request may wait to be run
+# (0: no limit), as Triton's queue policy.
+ENV_MAX_QUEUE_SIZE = "INFERSTACK_MAX_QUEUE_SIZE"
+ENV_QUEUE_TIMEOUT_US = "INFERSTACK_QUEUE_TIMEOUT_US"
+# GPU container: which backend serves (auto | tensorrt | onnxruntime) and which release
+# variant it loads (fp32 | fp16).
+ENV_BACKEND = "INFERSTACK_BACKEND"
+ENV_PRECISION = "INFERSTACK_PRECISION"
 # Share of requests captured for the drift check (0..1; 0 = none): Lambda and ECS hosts.
 ENV_CAPTURE_RATE = "INFERSTACK_CAPTURE_RATE"
 
@@ -74,6 +82,10 @@ METRIC_DRIFTED_FEATURES = "DriftedFeatures"
 METRIC_CAPTURE_SKIPPED = "CaptureSkipped"
 METRIC_PROMOTION_FAILURES = "PromotionFailures"
 METRIC_GPU_UTILIZATION = "GPUUtilization"
+METRIC_GPU_MEMORY_UTILIZATION = "GPUMemoryUtilization"
+# Dynamic batching: rows per batch run and time spent queued (ms), per model.
+METRIC_BATCH_SIZE = "BatchSize"
+METRIC_QUEUE_TIME = "QueueTime"
 
 # --------------------------------------------------------------------------- S3 layout
 UPLOADS_PREFIX = "uploads/"
@@ -82,6 +94,8 @@ RELEASES_PREFIX = "releases/"
 CAPTURE_PREFIX = "capture/"
 BASELINES_PREFIX = "baselines/"
 REPORTS_PREFIX = "drift-reports/"
+# TensorRT engines built by the GPU container: engines/<model>/<key digest>/.
+ENGINES_PREFIX = "engines/"
 
 # Releases (inferstack.release writes them; serving hosts read only the pointer's and the
 # manifest's "release" and "artifact" fields to find what to load).
