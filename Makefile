@@ -13,7 +13,7 @@ CDK    := node_modules/.bin/cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
-.PHONY: install serve test test-gpu gpu-present bench mutation lint format synth deploy diff destroy clean
+.PHONY: install serve test test-gpu gpu-present bench bench-gpu mutation lint format synth deploy diff destroy clean
 
 install: $(DEV_STAMP)
 
@@ -56,7 +56,7 @@ test: $(DEV_STAMP)  ## the whole suite except the GPU-marked tests (make test-gp
 # The GPU tests need an NVIDIA GPU: without one this fails (it never reports a pass it
 # has not earned), and checks for the GPU before installing TensorRT.
 test-gpu: gpu-present $(GPU_STAMP)  ## the GPU-marked tests; needs an NVIDIA GPU
-	$(call pytest_checked,-q -m gpu,no GPU test exists yet (they come with the TensorRT server))
+	$(call pytest_checked,-q -m gpu,no GPU test was selected)
 
 gpu-present:
 	@nvidia-smi -L >/dev/null 2>&1 || { \
@@ -65,6 +65,10 @@ gpu-present:
 
 bench: $(DEV_STAMP)  ## benchmarks -> benchmarks/results/*.json and benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks.run
+
+# The TensorRT benchmark on a GPU machine (it records why it did not run anywhere else).
+bench-gpu: gpu-present $(GPU_STAMP)  ## TensorRT FP16 vs ONNX Runtime CUDA; needs an NVIDIA GPU
+	$(BIN)/python -m benchmarks.run --only gpu_tensorrt
 
 synth: $(DEV_STAMP) $(CDK)  ## cdk synth for one environment: make synth ENV=prod
 	$(CDK) synth -c env=$(ENV) --quiet

@@ -24,6 +24,8 @@ BENCHMARKS = (
     "warm_overhead",
     "codec",
     "server_load",
+    "batching",
+    "gpu_tensorrt",
     "image_size",
     "lifecycle",
     "drift",

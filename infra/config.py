@@ -162,8 +162,11 @@ class Autoscaling(Strict):
     enabled: bool = True
     min_capacity: Annotated[int, Field(ge=1)] = 1
     max_capacity: Annotated[int, Field(ge=1)] = 2
-    # Target invocations per instance (SageMaker) or requests per task (ECS) per minute.
+    # SageMaker: target invocations per instance per minute.
     target_invocations_per_minute: Annotated[int, Field(gt=0)] = 600
+    # ECS: target average GPU utilization (%) of the service's tasks (the container's
+    # GPUUtilization metric).
+    target_gpu_utilization: Annotated[int, Field(ge=1, le=100)] = 70
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
@@ -173,8 +176,16 @@ class Autoscaling(Strict):
 
 
 class Batching(Strict):
+    """The GPU container's dynamic batcher (inferstack.models.batching), per model."""
+
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     max_queue_delay_us: Annotated[int, Field(ge=0, le=1_000_000)] = 2000
+    # Requests waiting per task or instance before the server answers 429 (ErrorClass
+    # Throttled, which the model's throttle alarm watches).
+    max_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 128
+    # The longest a request waits to be run before it is answered 429 (0: no limit). A
+    # second keeps a backlog from turning into API Gateway's 29 s 504s.
+    queue_timeout_us: Annotated[int, Field(ge=0, le=60_000_000)] = 1_000_000
 
 
 class ModelBase(Strict):
@@ -271,10 +282,25 @@ class LambdaModel(ModelBase):
         return self
 
 
+# SageMaker's ContainerStartupHealthCheckTimeoutInSeconds range, 60-3600
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariant.html):
+# the longest a cold engine build may take on either GPU target.
+ENGINE_BUILD_TIMEOUT_RANGE_S = (60, 3600)
+
+
 class GpuModelBase(ModelBase):
     instance_type: Annotated[str, Field(pattern=r"^(ml\.)?[a-z0-9]+\.[a-z0-9]+$")]
     autoscaling: Autoscaling = Autoscaling()
     batching: Batching = Batching()
+    # Which release variant the GPU serves: the FP32 original, or the FP16 copy the promoter
+    # makes and checks against it at release time.
+    precision: Literal["fp32", "fp16"] = "fp32"
+    # How long a new task or instance may take from start to serving on a cold engine cache
+    # (download + TensorRT engine build + load): ECS's health-check grace period, and the
+    # least SageMaker's start-up health-check timeout may be.
+    engine_build_timeout_s: Annotated[
+        int, Field(ge=ENGINE_BUILD_TIMEOUT_RANGE_S[0], le=ENGINE_BUILD_TIMEOUT_RANGE_S[1])
+    ] = 1200
 
 
 class SageMakerModel(GpuModelBase):
@@ -294,6 +320,26 @@ class SageMakerModel(GpuModelBase):
                 "0, 0.01, 0.02 ... 1"
             )
         return value
+
+    @model_validator(mode="after")
+    def _scales_on_invocations(self) -> SageMakerModel:
+        if "target_gpu_utilization" in self.autoscaling.model_fields_set:
+            raise ValueError(
+                "autoscaling.target_gpu_utilization: SageMaker endpoints scale on "
+                "invocations per instance; set autoscaling.target_invocations_per_minute"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _startup_covers_the_build(self) -> SageMakerModel:
+        if self.startup_health_check_timeout_s < self.engine_build_timeout_s:
+            raise ValueError(
+                f"startup_health_check_timeout_s ({self.startup_health_check_timeout_s}) is "
+                f"shorter than engine_build_timeout_s ({self.engine_build_timeout_s}): "
+                "SageMaker would fail an instance whose engine is still building; raise it "
+                "or lower engine_build_timeout_s"
+            )
+        return self
 
     @property
     def capture_percent(self) -> int:
@@ -317,6 +363,15 @@ class EcsModel(GpuModelBase):
     def _no_ml_prefix(self) -> EcsModel:
         if self.instance_type.startswith("ml."):
             raise ValueError("ECS uses EC2 instance types (g5.xlarge), not 'ml.' ones")
+        return self
+
+    @model_validator(mode="after")
+    def _scales_on_gpu(self) -> EcsModel:
+        if "target_invocations_per_minute" in self.autoscaling.model_fields_set:
+            raise ValueError(
+                "autoscaling.target_invocations_per_minute: ECS services scale on GPU "
+                "utilization; set autoscaling.target_gpu_utilization (percent) instead"
+            )
         return self
 
 

@@ -19,16 +19,19 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from inferstack.names import ENV_CAPTURE_RATE, METRICS_NAMESPACE
+from inferstack.names import ENV_CAPTURE_RATE, METRIC_GPU_UTILIZATION, METRICS_NAMESPACE
 from infra.constructs.capture import CaptureDelivery
 from infra.constructs.common import log_retention, removal_policy
 from infra.constructs.gpu_serving import (
+    SERVER_LIVE_PATH,
     SERVER_UP_PATH,
     capture_prefix,
     gpu_container_environment,
+    grant_engine_cache,
     suppress_model_role_wildcards,
 )
 from infra.constructs.images import gpu_image
+from infra.constructs.monitoring import inferstack_metric
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -39,20 +42,24 @@ if TYPE_CHECKING:
 CONTAINER_NAME = "inference"
 CONTAINER_PORT = 8080
 LISTENER_PORT = 80
-# The server-is-up probe (200 once the model serves or before its first release; 503 while
-# it loads or after its release failed): a readiness path would fail a first deploy.
+# The load balancer's probe, the server-is-up path (200 once the model serves or before its
+# first release; 503 while it loads or builds its engine, or after its release failed): a
+# task takes traffic only when it can answer. A readiness path would fail a first deploy.
 HEALTH_PATH = SERVER_UP_PATH
+# The container health check's probe: liveness, 200 also while the engine builds. ECS
+# restarts a container whose check fails after the start period (at most 300 s), which a
+# cold TensorRT build outlasts; the service's grace period bounds the build instead.
+CONTAINER_HEALTH_PATH = SERVER_LIVE_PATH
 ROOT_VOLUME_GIB = 100  # GPU AMI + CUDA-sized image layers
 # Model download + session start (an engine build) can take minutes on a fresh instance.
-# The scheduler ignores failing load balancer AND container health checks for this long
-# after a task starts (CreateService healthCheckGracePeriodSeconds,
+# The scheduler ignores failing load balancer AND container health checks for the model's
+# engine_build_timeout_s after a task starts (CreateService healthCheckGracePeriodSeconds,
 # https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_CreateService.html).
-HEALTH_CHECK_GRACE = cdk.Duration.minutes(10)
 # The container health check's own start period: 300 s is the most ECS allows
 # (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_HealthCheck.html).
 CONTAINER_START_PERIOD = cdk.Duration.seconds(300)
-# ECS service CPU target for autoscaling (see EcsGpuService._autoscale).
-CPU_TARGET_PERCENT = 60
+# GPUUtilization is published per minute (server/gpu_metrics.py): scale on 1-minute averages.
+GPU_METRIC_PERIOD = cdk.Duration.minutes(1)
 # A literal CIDR (not the VPC's CidrBlock attribute) so security-group rules can be checked
 # at synth time (cdk-nag EC23 cannot evaluate a token).
 VPC_CIDR = "10.40.0.0/16"
@@ -177,7 +184,7 @@ class EcsGpuService(Construct):
             # period is over: exactly "the new version does not come up"
             # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-circuit-breaker.html).
             circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
-            health_check_grace_period=HEALTH_CHECK_GRACE,
+            health_check_grace_period=cdk.Duration.seconds(model.engine_build_timeout_s),
             security_groups=[service_sg],
             vpc_subnets=private,
             placement_strategies=[ecs.PlacementStrategy.spread_across_instances()],
@@ -243,7 +250,7 @@ class EcsGpuService(Construct):
         # circuit breaker above covers tasks that never come up; what the deployment alarm
         # should watch is what clients see fail, the model's 5xx rate (roll_back_on).
         if model.autoscaling.enabled:
-            self._autoscale(model)
+            self._autoscale(model, config.name)
         self._suppress(model, task_definition)
 
     def roll_back_on(self, alarms: Sequence[cloudwatch.IAlarm]) -> None:
@@ -307,6 +314,16 @@ class EcsGpuService(Construct):
             # One GPU task per instance at most; twice the task maximum leaves room for a
             # full 200 % rolling deploy at peak size.
             max_capacity=model.autoscaling.max_capacity * 2,
+            # A new GPU AMI (the SSM parameter resolves at each deploy) makes a new launch
+            # template version; without an update policy only instances launched later get
+            # it. This replaces running instances one at a time, keeping min_capacity in
+            # service, and managed draining moves each old instance's tasks first
+            # (UpdatePolicy AutoScalingRollingUpdate,
+            # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-updatepolicy.html).
+            update_policy=autoscaling.UpdatePolicy.rolling_update(
+                max_batch_size=1,
+                min_instances_in_service=model.autoscaling.min_capacity,
+            ),
         )
         provider = ecs.AsgCapacityProvider(
             self,
@@ -373,7 +390,7 @@ class EcsGpuService(Construct):
                     "python",
                     "-c",
                     "import urllib.request; urllib.request.urlopen("
-                    f"'http://127.0.0.1:{CONTAINER_PORT}{HEALTH_PATH}', timeout=3)",
+                    f"'http://127.0.0.1:{CONTAINER_PORT}{CONTAINER_HEALTH_PATH}', timeout=3)",
                 ],
                 interval=cdk.Duration.seconds(30),
                 timeout=cdk.Duration.seconds(5),
@@ -388,6 +405,7 @@ class EcsGpuService(Construct):
         role = task_definition.task_role
         store.grant_model_read(role, model)
         store.grant_prefix_write(role, capture_prefix(model))
+        grant_engine_cache(store, role, model)
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -397,22 +415,34 @@ class EcsGpuService(Construct):
         )
         return task_definition
 
-    def _autoscale(self, model: EcsModel) -> None:
-        """Track average service CPU.
+    def _autoscale(self, model: EcsModel, environment: str) -> None:
+        """Track the tasks' average GPU utilization, which the container publishes (NVML,
+        EMF) per model without a version dimension, so one policy follows every release.
 
-        NLBs have no per-target request metric (RequestCountPerTarget is ALB-only), and the
-        runtime's InferStack/Requests metric carries a model_version dimension that changes
-        with every release, which a target-tracking policy cannot follow (no SEARCH). CPU is
-        what saturates first in this image (ONNX Runtime CPU backend, request decoding);
-        switch to GPU utilisation (CloudWatch agent / DCGM) when the TensorRT server lands.
+        NLBs have no per-target request metric (RequestCountPerTarget is ALB-only), the
+        runtime's Requests metric carries a model_version dimension that changes with every
+        release (a target-tracking policy cannot SEARCH), and CPU says little about a GPU
+        server. The metric must have exactly its published dimensions (METRIC_DIMENSIONS)
+        and fall as tasks are added: every task's samples land in one series, whose Average
+        halves when the tasks double under the same load ("choose a metric that changes
+        inversely proportional to a change in the scalable target's capacity",
+        https://docs.aws.amazon.com/autoscaling/application/userguide/application-auto-scaling-target-tracking.html).
+        A task without a GPU publishes none: its alarms see no data and do not act.
         """
         scaling = self.service.auto_scale_task_count(
             min_capacity=model.autoscaling.min_capacity,
             max_capacity=model.autoscaling.max_capacity,
         )
-        scaling.scale_on_cpu_utilization(
-            "Cpu",
-            target_utilization_percent=CPU_TARGET_PERCENT,
+        scaling.scale_to_track_custom_metric(
+            "GpuUtilization",
+            metric=inferstack_metric(
+                METRIC_GPU_UTILIZATION,
+                environment=environment,
+                model=model.name,
+                statistic="Average",
+                period=GPU_METRIC_PERIOD,
+            ),
+            target_value=model.autoscaling.target_gpu_utilization,
             scale_in_cooldown=cdk.Duration.minutes(5),
             scale_out_cooldown=cdk.Duration.minutes(1),
         )
@@ -436,7 +466,7 @@ class EcsGpuService(Construct):
                     id="AwsSolutions-ECS2",
                     reason=(
                         "The environment holds no secrets: model name, model S3 URI, "
-                        "environment name and batching settings."
+                        "environment name, batching, queue and precision settings."
                     ),
                 ),
             ],

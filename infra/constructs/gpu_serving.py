@@ -12,13 +12,17 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 
 from inferstack.names import (
     CAPTURE_PREFIX,
+    ENGINES_PREFIX,
     ENV_ENVIRONMENT,
     ENV_MAX_BATCH_SIZE,
     ENV_MAX_QUEUE_DELAY_US,
+    ENV_MAX_QUEUE_SIZE,
     ENV_METRICS_NAMESPACE,
     ENV_MODEL_NAME,
     ENV_MODEL_URI,
     ENV_POWERTOOLS_SERVICE,
+    ENV_PRECISION,
+    ENV_QUEUE_TIMEOUT_US,
     METRICS_NAMESPACE,
     PING_PATH,
     SERVICE_NAME,
@@ -39,6 +43,10 @@ if TYPE_CHECKING:
 # (the protocol's readiness), so a service checked on it never becomes healthy on an
 # empty bucket and its first deployment fails.
 SERVER_UP_PATH = PING_PATH
+# The protocol's liveness (200 while the process serves HTTP, also while a model loads or
+# its TensorRT engine builds): what a container health check asks, so a build longer than
+# the check's start period never gets the container killed.
+SERVER_LIVE_PATH = "/v2/health/live"
 
 
 def gpu_container_environment(
@@ -54,6 +62,9 @@ def gpu_container_environment(
         ENV_ENVIRONMENT: config.name,
         ENV_MAX_BATCH_SIZE: str(model.batching.max_batch_size),
         ENV_MAX_QUEUE_DELAY_US: str(model.batching.max_queue_delay_us),
+        ENV_MAX_QUEUE_SIZE: str(model.batching.max_queue_size),
+        ENV_QUEUE_TIMEOUT_US: str(model.batching.queue_timeout_us),
+        ENV_PRECISION: model.precision,
         ENV_POWERTOOLS_SERVICE: SERVICE_NAME,
         ENV_METRICS_NAMESPACE: METRICS_NAMESPACE,
     }
@@ -64,16 +75,32 @@ def capture_prefix(model: SageMakerModel | EcsModel) -> str:
     return f"{CAPTURE_PREFIX}{model.name}/"
 
 
+def engine_prefix(model: SageMakerModel | EcsModel) -> str:
+    """Where the container caches this model's TensorRT engines (engines/<model>/)."""
+    return f"{ENGINES_PREFIX}{model.name}/"
+
+
+def grant_engine_cache(
+    store: ModelStore, role: iam.IGrantable, model: SageMakerModel | EcsModel
+) -> None:
+    """Read and write the model's engine cache: a task or instance that starts loads the
+    engine an earlier one built for the same GPU and TensorRT, or builds and stores it."""
+    store.grant_prefix_read(role, engine_prefix(model))
+    store.grant_prefix_write(role, engine_prefix(model))
+
+
 def suppress_model_role_wildcards(role: iam.IRole, model: SageMakerModel | EcsModel) -> None:
-    """Accept what a serving role needs: its own model's objects, capture writes under SSE-KMS."""
+    """Accept what a serving role needs: its own model's objects, capture and engine writes
+    under SSE-KMS."""
     reads = model_read_prefixes(model.name)
     suppress_object_wildcards(
         role,
-        [*reads, capture_prefix(model)],
+        [*reads, capture_prefix(model), engine_prefix(model)],
         reason=(
             f"Object access is limited to this model's own prefixes: "
-            f"{' and '.join(reads)} (read: its release records and artifacts) and "
-            f"{capture_prefix(model)} (sampled traffic for drift checks)."
+            f"{' and '.join(reads)} (read: its release records and artifacts), "
+            f"{capture_prefix(model)} (sampled traffic for drift checks) and "
+            f"{engine_prefix(model)} (read and write: its TensorRT engine cache)."
         ),
     )
     NagSuppressions.add_resource_suppressions(

@@ -31,14 +31,17 @@ from inferstack.names import (
     DIM_MODEL,
     DIM_MODEL_VERSION,
     DIM_SERVICE,
+    METRIC_BATCH_SIZE,
     METRIC_CAPTURE_SKIPPED,
     METRIC_COLD_START,
     METRIC_DRIFT_SCORE,
     METRIC_ERRORS,
+    METRIC_GPU_MEMORY_UTILIZATION,
     METRIC_GPU_UTILIZATION,
     METRIC_LATENCY,
     METRIC_MODEL_LATENCY,
     METRIC_PROMOTION_FAILURES,
+    METRIC_QUEUE_TIME,
     METRIC_REQUEST_BYTES,
     METRIC_REQUESTS,
     METRIC_RESPONSE_BYTES,
@@ -96,8 +99,13 @@ METRIC_DIMENSIONS: dict[str, tuple[frozenset[str], ...]] = {
     METRIC_DRIFT_SCORE: (_PER_MODEL,),
     # The promoter: per model, or per environment when an upload matches no model.
     METRIC_PROMOTION_FAILURES: (_PER_MODEL, frozenset({DIM_SERVICE, DIM_ENVIRONMENT})),
-    # The GPU container's utilization sampler.
+    # The GPU container's utilization sampler (server/gpu_metrics.py); ECS scales on
+    # GPUUtilization (ecs_model.py).
     METRIC_GPU_UTILIZATION: (_PER_MODEL,),
+    METRIC_GPU_MEMORY_UTILIZATION: (_PER_MODEL,),
+    # The dynamic batcher's per-minute document (models/batching.py).
+    METRIC_BATCH_SIZE: (_PER_MODEL,),
+    METRIC_QUEUE_TIME: (_PER_MODEL,),
     # inferstack.capture: a sampled record over the size cap (Lambda and ECS hosts).
     METRIC_CAPTURE_SKIPPED: (_PER_MODEL,),
 }

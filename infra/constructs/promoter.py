@@ -36,7 +36,7 @@ from inferstack.names import (
     SERVICE_NAME,
     UPLOADS_PREFIX,
 )
-from infra.config import ModelBase, Target
+from infra.config import GpuModelBase, ModelBase, Target
 from infra.constructs.common import dead_letter_queue, suppress_object_wildcards
 from infra.constructs.function import execution_role, function_log_group
 from infra.constructs.images import function_image, lambda_architecture
@@ -100,6 +100,12 @@ class _TargetsCheck:
 def _bounds(model: ModelBase) -> dict[str, Any]:
     """The validation gate's per-model bounds, when the configuration sets them."""
     return {"max_model_bytes": model.max_model_mb * 1024 * 1024} if model.max_model_mb else {}
+
+
+def _variant(model: ModelBase) -> dict[str, Any]:
+    """A GPU target's precision: "fp16" asks the promoter for an FP16 copy of each release,
+    checked against the original (inferstack.release.precision)."""
+    return {"precision": model.precision} if isinstance(model, GpuModelBase) else {}
 
 
 class ModelPromoter(Construct):
@@ -291,6 +297,7 @@ class ModelPromoter(Construct):
         self.targets[model.name] = {
             **_bounds(model),
             "target": Target.SAGEMAKER.value,
+            **_variant(model),
             "endpoint": endpoint_name,
             "role": role.role_arn,
         }
@@ -377,6 +384,7 @@ class ModelPromoter(Construct):
         self.targets[model.name] = {
             **_bounds(model),
             "target": Target.ECS.value,
+            **_variant(model),
             "cluster": service.cluster.cluster_name,
             "service": service.service_name,
             "family": task_definition.family,

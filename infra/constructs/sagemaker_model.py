@@ -22,6 +22,7 @@ from infra.config import sagemaker_endpoint_name
 from infra.constructs.gpu_serving import (
     capture_prefix,
     gpu_container_environment,
+    grant_engine_cache,
     suppress_model_role_wildcards,
 )
 from infra.constructs.images import gpu_image
@@ -91,6 +92,8 @@ class SageMakerEndpoint(Construct):
         store.grant_model_read(self.role, model)
         # Data capture: SageMaker writes sampled requests/responses with this role.
         store.grant_prefix_write(self.role, capture_prefix(model))
+        # The container's TensorRT engine cache (engines/<model>/).
+        grant_engine_cache(store, self.role, model)
         log_group_arn = stack.format_arn(
             service="logs",
             resource="log-group",
@@ -150,6 +153,8 @@ class SageMakerEndpoint(Construct):
                     initial_instance_count=model.autoscaling.min_capacity,
                     initial_variant_weight=1.0,
                     inference_ami_version=model.inference_ami_version,
+                    # /ping answers 503 while the engine builds; config.py holds this at
+                    # least engine_build_timeout_s so a cold build is not a failed start.
                     container_startup_health_check_timeout_in_seconds=(
                         model.startup_health_check_timeout_s
                     ),

@@ -5,19 +5,47 @@ Kept apart from the modules it wires so each stays testable with explicit argume
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from inferstack.aws_lambda import LambdaEntry
 from inferstack.capture import Capture
 from inferstack.dataplane import DataPlane
 from inferstack.models import ModelRepository, OnnxModel
-from inferstack.settings import ModelConfig, Settings
+from inferstack.settings import DEFAULT_MAX_QUEUE_SIZE, ModelConfig, Settings
 from inferstack.telemetry import PowertoolsTelemetry, Telemetry
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
     from fastapi import FastAPI
+
+    from inferstack.models.base import Model
+    from inferstack.models.batching import DynamicBatcher
+    from inferstack.server.gpu_metrics import GpuSampler
+
+# Models a server loads at once (each in its own daemon thread).
+PARALLEL_LOADS = 4
+
+
+class Batching(NamedTuple):
+    """The server's dynamic batching (inferstack.models.batching.BatchPolicy's fields)."""
+
+    max_batch_size: int = 1
+    max_queue_delay_us: int = 0
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    queue_timeout_us: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Batching:
+        return cls(
+            settings.max_batch_size,
+            settings.max_queue_delay_us,
+            settings.max_queue_size,
+            settings.queue_timeout_us,
+        )
+
+
+NO_BATCHING = Batching()
 
 
 def lambda_entry_from_env(environ: Mapping[str, str] | None = None) -> LambdaEntry:
@@ -63,10 +91,23 @@ def telemetry_for(settings: Settings) -> Telemetry:
 
 def capture_for(settings: Settings) -> Capture:
     """Drift capture at the settings' rate, its skips counted under the host's metrics."""
-    return Capture(
-        settings.capture_rate,
-        identity=(settings.metrics_namespace, settings.service, settings.environment),
-    )
+    return Capture(settings.capture_rate, identity=metrics_identity(settings))
+
+
+def metrics_identity(settings: Settings) -> tuple[str, str, str]:
+    """(namespace, service, environment): what every metric the host emits is filed under."""
+    return (settings.metrics_namespace, settings.service, settings.environment)
+
+
+def gpu_sampler_for(settings: Settings) -> GpuSampler | None:
+    """The GPU utilization publisher (ECS scales on it) when metrics are on; it stays off,
+    saying why in the log, where NVML finds no GPU."""
+    if not settings.metrics:
+        return None
+    from inferstack.server.gpu_metrics import GpuSampler
+
+    names = [m.name for m in settings.models]
+    return GpuSampler(lambda: names, metrics_identity(settings))
 
 
 def server_app(
@@ -78,20 +119,40 @@ def server_app(
     threads: int | None = None,
     cache_dir: str | None = None,
     load_in_background: bool = True,
+    batching: Batching = NO_BATCHING,
+    gpu_sampler: GpuSampler | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
 ) -> FastAPI:
     """The FastAPI app for `inferstack serve`; models load off the loop after start-up
-    (readiness reports them as loading until then), each failure isolated."""
-    import asyncio
+    (readiness reports them as loading until then), each failure isolated. Each model runs
+    on the backend `backend` picks (models/select.py: TensorRT on a GPU, else ONNX Runtime);
+    with `batching.max_batch_size` over 1 each gets a dynamic batcher."""
     from contextlib import asynccontextmanager
 
+    from inferstack.models.select import describe, make_model
     from inferstack.server.app import create_app
 
-    repository = ModelRepository(
-        (OnnxModel(m.name, m.uri, m.version, threads=threads, cache_dir=cache_dir) for m in models),
-        recheck_in_background=True,
-    )
+    choices = [
+        make_model(
+            m,
+            backend=backend,
+            precision=precision,
+            threads=threads,
+            cache_dir=cache_dir,
+            max_batch_size=batching.max_batch_size,
+        )
+        for m in models
+    ]
+    repository = ModelRepository((c.model for c in choices), recheck_in_background=True)
+    batchers = install_batchers(repository, batching)
     dataplane = DataPlane(
-        repository, max_request_bytes=max_request_bytes, telemetry=telemetry, capture=capture
+        repository,
+        max_request_bytes=max_request_bytes,
+        telemetry=telemetry,
+        capture=capture,
+        # GET /v2 says which backend serves each model, and why.
+        server_extra=describe(choices),
     )
     if not load_in_background:
         repository.load_all()
@@ -99,14 +160,63 @@ def server_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(asyncio.to_thread(repository.load_all))
+        if load_in_background:
+            load_in_daemon_threads(repository)
+        sampling = gpu_sampler is not None and gpu_sampler.start() is None
         yield
-        await loading
+        # Never wait for a load here: an engine build can take many minutes, and a SIGTERM
+        # during it must end the process within the platform's 30 s, not at SIGKILL.
+        await drain(batchers)
         repository.close()
+        if sampling and gpu_sampler is not None:
+            gpu_sampler.stop()  # publishes what it sampled since the last minute
 
-    if load_in_background:
-        app.router.lifespan_context = lifespan
+    app.router.lifespan_context = lifespan
     return app
+
+
+def load_in_daemon_threads(repository: ModelRepository) -> None:
+    """Load every model, at most PARALLEL_LOADS at once, in daemon threads nobody joins:
+    unlike the loop's executor (joined at interpreter exit), they never delay shutdown."""
+    import threading
+
+    slots = threading.BoundedSemaphore(PARALLEL_LOADS)
+
+    def load(model: Model) -> None:
+        with slots:
+            model.load_safely()
+
+    for model in repository:
+        threading.Thread(target=load, args=(model,), name=f"load-{model.name}", daemon=True).start()
+
+
+def install_batchers(models: Iterable[Model], batching: Batching) -> list[DynamicBatcher]:
+    """Put a dynamic batcher in front of each model's apredict when batching is on.
+
+    The Lambda host never calls this: it serves one request per environment.
+    """
+    if batching.max_batch_size <= 1:
+        return []
+    from inferstack.models.batching import BatchPolicy, DynamicBatcher
+
+    policy = BatchPolicy(*batching)
+    batchers = []
+    for model in models:
+        model.batcher = DynamicBatcher(model, policy)
+        batchers.append(model.batcher)
+    return batchers
+
+
+async def drain(batchers: Iterable[DynamicBatcher]) -> None:
+    """Stop admitting and finish what the batchers hold, within the shutdown's grace."""
+    import asyncio
+
+    from inferstack.server import GRACEFUL_SHUTDOWN_S
+
+    # Off the loop: drain_and_close waits for batches that this loop's scheduler runs.
+    await asyncio.gather(
+        *(asyncio.to_thread(b.drain_and_close, GRACEFUL_SHUTDOWN_S) for b in batchers)
+    )
 
 
 def server_app_from_settings(settings: Settings) -> FastAPI:
@@ -118,4 +228,8 @@ def server_app_from_settings(settings: Settings) -> FastAPI:
         capture=capture_for(settings),
         threads=settings.threads,
         cache_dir=settings.cache_dir,
+        batching=Batching.from_settings(settings),
+        gpu_sampler=gpu_sampler_for(settings),
+        backend=settings.backend,
+        precision=settings.precision,
     )

@@ -36,6 +36,8 @@ from inferstack.protocol.types import (
 from inferstack.telemetry import RequestRecord, Telemetry
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from inferstack.models.base import Model, Tensors
     from inferstack.models.repository import ModelRepository
 
@@ -68,9 +70,13 @@ class DataPlane:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         telemetry: Telemetry | None = None,
         capture: Capture | None = None,
+        server_extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """`capture` None: what the process environment asks for (INFERSTACK_CAPTURE_RATE)."""
+        """`capture` None: what the process environment asks for (INFERSTACK_CAPTURE_RATE);
+        `server_extra`: what `GET /v2` adds under "inferstack" (the GPU container: which
+        backend serves each model, and why)."""
         self.repository = repository
+        self.server_extra = dict(server_extra) if server_extra else None
         self.max_request_bytes = max_request_bytes
         self.telemetry = telemetry or Telemetry()
         self.capture = capture_from_env() if capture is None else capture
@@ -156,7 +162,14 @@ class DataPlane:
     # ------------------------------------------------------------------ endpoints
 
     def server_metadata(self) -> HttpResponse:
-        return _json({"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)})
+        document: dict[str, Any] = {
+            "name": SERVER_NAME,
+            "version": __version__,
+            "extensions": list(EXTENSIONS),
+        }
+        if self.server_extra:  # clients of the protocol ignore keys they do not know
+            document["inferstack"] = self.server_extra
+        return _json(document)
 
     def live(self) -> HttpResponse:
         return _json({"live": True})

@@ -8,8 +8,11 @@ version or a task definition keeps serving the release it was made for.
 
 Either record is JSON written by inferstack.release; this module reads only its "release"
 id and its "artifact" (and "files": a bundle's external-data files), downloads them through
-the checksummed cache and checks the SHA-256 the release recorded. It must not import
-inferstack.release (the inference image does not ship it).
+the checksummed cache and checks the SHA-256 the release recorded. The GPU backend also
+reads the manifest's "variants" (the FP16 copy made at release time), "reference" (the
+sample its load check runs) and "settings" (the bundle's settings.json) through
+`fetch_release_files`. It must not import inferstack.release (the inference image does not
+ship it).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from inferstack.exceptions import ModelLoadError, NoReleaseYet
-from inferstack.names import LIVE_POINTER_FILE, MANIFEST_FILE, RELEASES_PREFIX
+from inferstack.names import LIVE_POINTER_FILE, MANIFEST_FILE, RELEASES_PREFIX, manifest_key
 from inferstack.sources import S3Location, S3ModelCache, download_error, parse_s3_uri
 
 if TYPE_CHECKING:
@@ -30,6 +33,17 @@ if TYPE_CHECKING:
 class ReleasedModel(NamedTuple):
     path: Path
     release: str
+
+
+class ReleaseFiles(NamedTuple):
+    """What the GPU backend loads: the variant it serves, the FP32 original (the CPU
+    reference), the release's reference sample and its settings."""
+
+    path: Path
+    release: str
+    fp32_path: Path
+    reference: Path | None
+    settings: dict[str, Any]
 
 
 def is_release_uri(uri: str) -> bool:
@@ -49,7 +63,57 @@ def fetch_release(
     """Download the release `uri` names (once per environment) and return its model file."""
     location = parse_s3_uri(uri)
     cache = S3ModelCache(cache_dir, s3_client)
+    return _fetch_model(cache, location, _read_record(cache.client, location))
+
+
+def fetch_release_files(
+    uri: str,
+    *,
+    variant: str = "fp32",
+    cache_dir: str | Path | None = None,
+    s3_client: S3Client | None = None,
+) -> ReleaseFiles:
+    """`fetch_release` plus the manifest's `variant` copy, reference sample and settings
+    (the live pointer names the release; its manifest holds the rest)."""
+    location = parse_s3_uri(uri)
+    cache = S3ModelCache(cache_dir, s3_client)
     record = _read_record(cache.client, location)
+    if location.key.endswith("/" + LIVE_POINTER_FILE) and "release" in record:
+        model = location.key.removeprefix(RELEASES_PREFIX).partition("/")[0]
+        location = S3Location(location.bucket, manifest_key(model, str(record["release"])))
+        record = _read_record(cache.client, location)
+    original = _fetch_model(cache, location, record)
+    path = original.path
+    if variant != "fp32":
+        entry = (record.get("variants") or {}).get(variant)
+        if not isinstance(entry, dict) or not isinstance(entry.get("artifact", entry), dict):
+            raise ModelLoadError(
+                f"release {original.release} has no {variant} copy: set the model's precision "
+                "before uploading it, or push it again"
+            )
+        artifact = entry.get("artifact", entry)
+        try:
+            path = cache.fetch(_artifact_location(location, artifact))
+        except KeyError as exc:
+            raise ModelLoadError(f"{location.uri}: its {variant} copy has no {exc}") from exc
+        _check_sha256(cache, path, artifact, location)
+    reference = None
+    sample = record.get("reference")
+    if isinstance(sample, dict) and sample.get("key"):
+        reference = cache.fetch(_artifact_location(location, sample))
+    settings = record.get("settings")
+    return ReleaseFiles(
+        path,
+        original.release,
+        original.path,
+        reference,
+        settings if isinstance(settings, dict) else {},
+    )
+
+
+def _fetch_model(
+    cache: S3ModelCache, location: S3Location, record: dict[str, Any]
+) -> ReleasedModel:
     try:
         release = str(record["release"])
         artifact: dict[str, Any] = record["artifact"]

@@ -23,6 +23,7 @@ from inferstack.names import (
     ENV_ACCESS_LOG,
     ENV_AWS_DEFAULT_REGION,
     ENV_AWS_REGION,
+    ENV_BACKEND,
     ENV_BASE_PATH,
     ENV_CACHE_DIR,
     ENV_CAPTURE_RATE,
@@ -32,6 +33,7 @@ from inferstack.names import (
     ENV_LAMBDA_MEMORY_MB,
     ENV_MAX_BATCH_SIZE,
     ENV_MAX_QUEUE_DELAY_US,
+    ENV_MAX_QUEUE_SIZE,
     ENV_MAX_REQUEST_BYTES,
     ENV_METRICS,
     ENV_METRICS_NAMESPACE,
@@ -41,6 +43,8 @@ from inferstack.names import (
     ENV_PORT,
     ENV_POWERTOOLS_LOG_LEVEL,
     ENV_POWERTOOLS_SERVICE,
+    ENV_PRECISION,
+    ENV_QUEUE_TIMEOUT_US,
     ENV_SAGEMAKER_PORT,
     ENV_TRACING,
     METRICS_NAMESPACE,
@@ -50,7 +54,7 @@ from inferstack.names import (
 from inferstack.sources import parse_s3_uri
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 # Every variable a host reads (RUNTIME_ENVIRONMENT_VARIABLES): the ones Settings reads
 # (Powertools' service and namespace included: we pass them to it), the one Powertools
@@ -73,6 +77,10 @@ SETTINGS_VARIABLES = frozenset(
         ENV_ACCESS_LOG,
         ENV_MAX_BATCH_SIZE,
         ENV_MAX_QUEUE_DELAY_US,
+        ENV_MAX_QUEUE_SIZE,
+        ENV_QUEUE_TIMEOUT_US,
+        ENV_BACKEND,
+        ENV_PRECISION,
         ENV_CAPTURE_RATE,
         ENV_POWERTOOLS_SERVICE,
         ENV_METRICS_NAMESPACE,
@@ -98,6 +106,12 @@ BOOLEAN_VALUES = "on/off, true/false, yes/no or 1/0 (any case)"
 PORT_RANGE = (1, 65535)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080  # SageMaker's port when it assigns none
+DEFAULT_MAX_QUEUE_SIZE = 128
+# Which backend serves a model: "auto" is TensorRT where a GPU and TensorRT are found, else
+# ONNX Runtime on the CPU. Which release variant a GPU host loads: the FP32 original or the
+# FP16 copy made at release time.
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
+PRECISIONS = ("fp32", "fp16")
 
 
 class ConfigurationError(InferStackError):
@@ -126,9 +140,15 @@ class Settings(NamedTuple):
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     access_log: bool = False
-    # Dynamic batching (the GPU container's batcher): 1 and 0 mean no batching.
+    # Dynamic batching (the server's batcher, models/batching.py): 1 and 0 mean no batching.
     max_batch_size: int = 1
     max_queue_delay_us: int = 0
+    # Admission: requests waiting per model (a full queue answers 429) and the longest one
+    # may wait before it runs (0: no limit), as Triton's queue policy.
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    queue_timeout_us: int = 0
+    backend: str = "auto"
+    precision: str = "fp32"
     # Share of inferences captured for the drift check (inferstack.capture); 0: none.
     capture_rate: float = 0.0
 
@@ -161,6 +181,10 @@ class Settings(NamedTuple):
             access_log=env_flag(env, ENV_ACCESS_LOG, default=False),
             max_batch_size=_int(env, ENV_MAX_BATCH_SIZE, 1, minimum=1),
             max_queue_delay_us=_int(env, ENV_MAX_QUEUE_DELAY_US, 0, minimum=0),
+            max_queue_size=_int(env, ENV_MAX_QUEUE_SIZE, DEFAULT_MAX_QUEUE_SIZE, minimum=1),
+            queue_timeout_us=_int(env, ENV_QUEUE_TIMEOUT_US, 0, minimum=0),
+            backend=_choice(env, ENV_BACKEND, BACKENDS),
+            precision=_choice(env, ENV_PRECISION, PRECISIONS),
             capture_rate=capture_rate_from_env(env),
         )
 
@@ -181,6 +205,8 @@ class Settings(NamedTuple):
             f"threads={self.threads or 'auto'} metrics={on[self.metrics]} "
             f"tracing={on[self.tracing]} access_log={on[self.access_log]} "
             f"max_batch_size={self.max_batch_size} max_queue_delay_us={self.max_queue_delay_us} "
+            f"max_queue_size={self.max_queue_size} queue_timeout_us={self.queue_timeout_us} "
+            f"backend={self.backend} precision={self.precision} "
             f"capture_rate={self.capture_rate:g}"
         )
 
@@ -224,6 +250,15 @@ def check_range(value: int, source: str, minimum: int, maximum: int | None = Non
     return value
 
 
+def check_choice(value: str, source: str, choices: Sequence[str]) -> str:
+    """`value` (any case, spaces trimmed) if it is one of `choices`, else a
+    ConfigurationError naming `source`."""
+    word = value.strip().lower()
+    if word not in choices:
+        raise ConfigurationError(f"{source} must be one of {', '.join(choices)}, not {value!r}")
+    return word
+
+
 def _range_text(minimum: int, maximum: int | None) -> str:
     if maximum is not None:
         return f"a whole number from {minimum} to {maximum}"
@@ -265,6 +300,12 @@ def _int(
     if not raw.isdigit():  # no sign, no spaces inside, no "1e3"
         raise ConfigurationError(f"{key} must be {_range_text(minimum, maximum)}, not {raw!r}")
     return check_range(int(raw), key, minimum, maximum)
+
+
+def _choice(env: Mapping[str, str], key: str, choices: Sequence[str]) -> str:
+    """One of `choices`; unset or empty: the first."""
+    raw = _text(env, key)
+    return check_choice(raw, key, choices) if raw else choices[0]
 
 
 def _port_from_env(env: Mapping[str, str]) -> int:

@@ -31,6 +31,7 @@ CONFIG: dict[str, Any] = {
             "instance_type": "ml.g6.xlarge",
             "inference_ami_version": "al2023-ami-sagemaker-inference-gpu-4-1",
             "startup_health_check_timeout_s": 900,
+            "engine_build_timeout_s": 900,
             "autoscaling": {
                 "min_capacity": 2,
                 "max_capacity": 5,
@@ -44,6 +45,7 @@ CONFIG: dict[str, Any] = {
             "target": "ecs",
             "instance_type": "g6.xlarge",
             "gpu_count": 1,
+            "engine_build_timeout_s": 1500,
             "autoscaling": {"min_capacity": 1, "max_capacity": 3},
         },
     ],
@@ -255,7 +257,8 @@ def test_execution_role_reads_only_its_own_model(built: tuple[Any, Template]) ->
     objects = _object_resources([s for s in statements if s not in listing])
     assert objects, "the role should read its model and write its capture prefix"
     for text in objects:
-        assert any(f"/{p}/resnet50/" in text for p in ("models", "releases", "capture")), text
+        prefixes = ("models", "releases", "capture", "engines")
+        assert any(f"/{p}/resnet50/" in text for p in prefixes), text
         assert "densenet121" not in text
     # DescribeAlarms (auto-rollback) only on the endpoint's own rollback alarms.
     describe = [s for s in statements if s["Action"] == "cloudwatch:DescribeAlarms"]
@@ -378,10 +381,10 @@ def test_instances_join_the_cluster_through_a_managed_capacity_provider(
     )
 
 
-def test_task_reserves_gpus_and_checks_readiness(template: Template) -> None:
+def test_task_reserves_gpus_and_checks_liveness(template: Template) -> None:
     from aws_cdk.assertions import Match
 
-    from infra.constructs.ecs_model import HEALTH_PATH
+    from infra.constructs.ecs_model import CONTAINER_HEALTH_PATH
 
     template.has_resource_properties(
         "AWS::ECS::TaskDefinition",
@@ -397,7 +400,7 @@ def test_task_reserves_gpus_and_checks_readiness(template: Template) -> None:
                         "HealthCheck": Match.object_like(
                             {
                                 "Command": Match.array_with(
-                                    [Match.string_like_regexp(f".*{HEALTH_PATH}.*")]
+                                    [Match.string_like_regexp(f".*{CONTAINER_HEALTH_PATH}.*")]
                                 )
                             }
                         ),
@@ -422,7 +425,7 @@ def test_service_rolls_back_deploys_whose_tasks_do_not_come_up(template: Templat
                 "MinimumHealthyPercent": 100,
                 "MaximumPercent": 200,
             },
-            "HealthCheckGracePeriodSeconds": 600,
+            "HealthCheckGracePeriodSeconds": 1500,  # the model's engine_build_timeout_s
             "DesiredCount": Match.absent(),
             "LoadBalancers": [Match.object_like({"ContainerPort": 8080})],
         },

@@ -84,11 +84,34 @@ def _promoter(env: dict[str, str]) -> list[Emitted]:
     return _emf_metrics(out.getvalue())
 
 
-# Emitters, run under each serving host's environment. The drift check and the GPU sampler
-# add theirs when they emit (DriftScore, GPUUtilization).
+def _gpu_sampler(env: dict[str, str]) -> list[Emitted]:
+    """layers/inferstack/server/gpu_metrics.py: a minute of GPU samples for the model."""
+    from inferstack.server.gpu_metrics import gpu_emf_document
+    from inferstack.telemetry import metric_identity
+
+    document = gpu_emf_document([(50.0, 20.0)], metric_identity(env), env[ENV_MODEL_NAME])
+    return _emf_metrics(json.dumps(document))
+
+
+def _batcher(env: dict[str, str]) -> list[Emitted]:
+    """layers/inferstack/models/batching.py: a batch's size and its requests' queue times."""
+    from inferstack.models.batching import BatchMetrics
+    from inferstack.telemetry import metric_identity
+
+    lines: list[str] = []
+    metrics = BatchMetrics(metric_identity(env), write=lines.append)
+    metrics.record(env[ENV_MODEL_NAME], 4, [1.0, 2.0])
+    metrics.publish(env[ENV_MODEL_NAME])
+    return _emf_metrics("\n".join(lines))
+
+
+# Emitters, run under each serving host's environment. The drift check adds its own when
+# it emits (DriftScore).
 EMITTERS: dict[str, Callable[[dict[str, str]], list[Emitted]]] = {
     "runtime": _serving_runtime,
     "promoter": _promoter,
+    "gpu sampler": _gpu_sampler,
+    "batcher": _batcher,
 }
 
 

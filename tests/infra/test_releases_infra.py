@@ -159,22 +159,26 @@ def test_targets_read_only_their_own_releases_and_artifacts(env: Synthesized) ->
     bucket_id = model_bucket_id(env)
     roles = serving_roles(env)
     assert set(roles) == {m.name for m in env.config.models}
+    targets = {m.name: m.target.value for m in env.config.models}
     for name, role_id in roles.items():
         statements = role_statements(env, role_id)
         readers = [s for s in statements if "s3:GetObject" in as_list(s["Action"])]
         read_keys = set().union(*(bucket_keys(bucket_id, s) for s in readers))
-        assert read_keys == {f"releases/{name}/*", f"models/{name}/*"}, name
+        # GPU targets also read (and write) their TensorRT engine cache, engines/<model>/.
+        engines = set() if targets[name] == "lambda" else {f"engines/{name}/*"}
+        assert read_keys == {f"releases/{name}/*", f"models/{name}/*", *engines}, name
         for statement in readers:
             assert sorted(as_list(statement["Action"])) == ["s3:GetObject", "s3:GetObjectVersion"]
         # The only other bucket access: listing (so a missing live pointer is a 404, not a
-        # 403) and, on the GPU targets, writes of sampled traffic to capture/<model>/.
+        # 403) and, on the GPU targets, writes of sampled traffic to capture/<model>/ and
+        # of built engines to engines/<model>/.
         (listing,) = (s for s in statements if "s3:ListBucket" in as_list(s["Action"]))
         assert as_list(listing["Action"]) == ["s3:ListBucket"]
         assert listing["Resource"] == {"Fn::GetAtt": [bucket_id, "Arn"]}
         assert "Condition" not in listing
         writers = [s for s in statements if "s3:PutObject" in as_list(s["Action"])]
         written = set().union(*(bucket_keys(bucket_id, s) for s in writers))
-        assert written <= {f"capture/{name}/*"}, name
+        assert written <= {f"capture/{name}/*", *engines}, name
 
 
 # ------------------------------------------------------------------ promoter
@@ -309,9 +313,10 @@ def test_gpu_health_checks_use_the_server_up_path_the_container_answers() -> Non
 
 
 def test_ecs_health_checks_pass_before_the_first_release(env: Synthesized) -> None:
-    """The NLB target group and the container health check ask /ping (200 while the server
-    is up, also with no release yet), not /v2/health/ready (503 until a release serves),
-    so the first deployment on an empty bucket becomes healthy."""
+    """The NLB target group asks /ping (200 while the server is up, also with no release
+    yet) and the container health check liveness (200 also while an engine builds), not
+    /v2/health/ready (503 until a release serves), so the first deployment on an empty
+    bucket becomes healthy."""
     if not env.config.models_on(Target.ECS):
         pytest.skip("no ECS model in this environment")
     for group in resources(env, "AWS::ElasticLoadBalancingV2::TargetGroup").values():
@@ -319,7 +324,7 @@ def test_ecs_health_checks_pass_before_the_first_release(env: Synthesized) -> No
     for task in resources(env, "AWS::ECS::TaskDefinition").values():
         for container in task["Properties"]["ContainerDefinitions"]:
             command = " ".join(container["HealthCheck"]["Command"])
-            assert "/ping'" in command
+            assert "/v2/health/live'" in command
             assert "/v2/health/ready" not in command
 
 

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from inferstack.names import ENV_MODEL_NAME, ENV_MODEL_URI
 from inferstack.settings import (
+    BACKENDS,
     PORT_RANGE,
+    PRECISIONS,
     ConfigurationError,
     ModelConfig,
     Settings,
@@ -28,7 +30,18 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`inferstack serve [FLAGS]`; argv holds the flags (after "serve").
+    """`inferstack serve [FLAGS]`; argv holds the flags (after "serve")."""
+    serve = parser()
+    args = serve.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ConfigurationError as exc:
+        serve.error(exc.message)
+    return serve_models(settings)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The flags of `inferstack serve`.
 
     argparse, not typer: the serving image runs this and ships neither typer nor rich.
     """
@@ -54,18 +67,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--max-request-bytes", type=int, metavar="N")
     serve.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads per model")
-    serve.add_argument("--max-batch-size", type=int, metavar="N")
-    serve.add_argument("--max-queue-delay-us", type=int, metavar="US")
+    serve.add_argument(
+        "--max-batch-size", type=int, metavar="N", help="rows per batch; 1: no batching"
+    )
+    serve.add_argument(
+        "--max-queue-delay-us", type=int, metavar="US", help="longest a batch waits to fill"
+    )
+    serve.add_argument(
+        "--max-queue-size",
+        type=int,
+        metavar="N",
+        help="requests waiting per model before 429 (INFERSTACK_MAX_QUEUE_SIZE; 128)",
+    )
+    serve.add_argument(
+        "--queue-timeout-us",
+        type=int,
+        metavar="US",
+        help="longest a request waits to run before 429; 0: no limit (INFERSTACK_QUEUE_TIMEOUT_US)",
+    )
+    serve.add_argument(
+        "--backend", choices=BACKENDS, help="who runs the models (INFERSTACK_BACKEND; auto)"
+    )
+    serve.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="which release variant to load (INFERSTACK_PRECISION; fp32)",
+    )
     on_off = argparse.BooleanOptionalAction
     serve.add_argument("--access-log", action=on_off, help="log every request")
     serve.add_argument("--metrics", action=on_off, help="print CloudWatch EMF metrics")
     serve.add_argument("--tracing", action=on_off, help="X-Ray subsegments (needs --metrics)")
-    args = serve.parse_args(argv)
-    try:
-        settings = settings_from_args(args)
-    except ConfigurationError as exc:
-        serve.error(exc.message)
-    return serve_models(settings)
+    return serve
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -80,6 +112,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "threads",
             "max_batch_size",
             "max_queue_delay_us",
+            "max_queue_size",
+            "queue_timeout_us",
+            "backend",
+            "precision",
             "access_log",
             "metrics",
             "tracing",
@@ -91,6 +127,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "threads": 1,
         "max_batch_size": 1,
         "max_queue_delay_us": 0,
+        "max_queue_size": 1,
+        "queue_timeout_us": 0,
     }
     for field, minimum in minimums.items():
         if field in flags:

@@ -1,8 +1,8 @@
 """The backend-agnostic model interface (KServe's shape: load -> ready -> predict).
 
 Hosts call `apredict` from an event loop; the default runs `predict` on the model's
-own thread pool, or inline when the model has proven tiny. A batching backend (the
-GPU container) overrides `apredict`.
+own thread pool, or inline when the model has proven tiny; a host that batches installs a
+`DynamicBatcher` as `Model.batcher`, and `apredict` goes through it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from inferstack.models.batching import DynamicBatcher
     from inferstack.protocol.types import InferInput, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ class Model(ABC):
         self._fast_runs = 0  # runs in a row under INLINE_BUDGET_S on the pool; -1: never inline
         self._fast_bytes = 0  # the largest input those runs had, in bytes
         self._inline_strikes = 0  # inline runs over INLINE_LIMIT_S so far
+        # Set by load(): every input and output has a dynamic first dimension, so requests
+        # can be joined into one run (the batcher turns it off if an output disagrees).
+        self.batchable = False
+        # The most rows one run can take (a TensorRT profile's maximum); None: no limit.
+        self.max_rows: int | None = None
+        # Installed by a host that batches (never on Lambda): apredict goes through it.
+        self.batcher: DynamicBatcher | None = None
 
     @property
     def state(self) -> str:
@@ -71,9 +79,18 @@ class Model(ABC):
         """Run on validated inputs; returns the requested outputs (all when None)."""
 
     async def apredict(self, inputs: Tensors, output_names: list[str] | None = None) -> Tensors:
-        """`predict` for an event loop: on the model's thread pool, or inline on the loop
-        when this model has proven tiny (see `_runs_inline`), which saves the thread hop
-        that costs more than the model itself."""
+        """`predict` for an event loop: through the model's batcher when the host installed
+        one, else `apredict_unbatched`."""
+        if self.batcher is not None:
+            return await self.batcher.submit(inputs, output_names)
+        return await self.apredict_unbatched(inputs, output_names)
+
+    async def apredict_unbatched(
+        self, inputs: Tensors, output_names: list[str] | None = None
+    ) -> Tensors:
+        """`predict` on the model's thread pool, or inline on the loop when this model has
+        proven tiny (see `_runs_inline`), which saves the thread hop that costs more than
+        the model itself."""
         if self._runs_inline(inputs):
             began = perf_counter()
             try:

@@ -93,6 +93,13 @@ class OnnxModel(Model):
         self.inputs = [_spec(arg) for arg in session.get_inputs()]
         self.outputs = [_spec(arg) for arg in session.get_outputs()]
         self._shared_dims = _shared_dims(session.get_inputs())
+        why_not = _unbatchable(
+            [("input", a) for a in session.get_inputs()]
+            + [("output", a) for a in session.get_outputs()]
+        )
+        self.batchable = why_not is None
+        if why_not is not None:
+            logger.info("batching off for '%s': %s", self.name, why_not)
         kinds = {spec.datatype for spec in (*self.inputs, *self.outputs)}
         self._bf16 = BF16 in kinds
         self._strings = [spec.name for spec in self.inputs if spec.datatype == BYTES]
@@ -199,6 +206,24 @@ def _shared_dims(args: list[Any]) -> dict[str, list[tuple[str, int]]]:
             if isinstance(dim, str) and dim:
                 places.setdefault(dim, []).append((arg.name, axis))
     return {name: where for name, where in places.items() if len(where) > 1}
+
+
+def _unbatchable(args: list[tuple[str, Any]]) -> str | None:
+    """Why requests cannot be joined on dim 0 (None: they can): every input and output
+    needs a dynamic first dimension, and those with a name must all share it."""
+    names: set[str] = set()
+    for kind, arg in args:
+        shape = arg.shape or ()
+        if not shape:
+            return f"{kind} '{arg.name}' has no batch dimension"
+        first = shape[0]
+        if isinstance(first, int) and first >= 0:
+            return f"{kind} '{arg.name}' has a fixed first dimension of {first}"
+        if isinstance(first, str) and first:
+            names.add(first)
+    if len(names) > 1:
+        return f"the first dimensions have different names {sorted(names)}"
+    return None
 
 
 def _check_shared_dims(shared: dict[str, list[tuple[str, int]]], given: Tensors) -> None:

@@ -170,6 +170,13 @@ class Promoter:
                 model, content, f"reference{upload.reference.suffix}", upload.reference
             )
             reference = {"key": stored.key, "version_id": stored.version_id}
+        variants: dict[str, Any] = {}
+        if target.get("precision") == "fp16":
+            try:
+                variants["fp16"] = self._fp16(model, content, upload, report.signature or {})
+            except ReleaseError as exc:
+                detail = {"passed": False, "failed_check": "fp16", "checks": [], "detail": str(exc)}
+                return self._reject(model, source, detail, str(exc))
         baseline, baseline_problem = self._baseline(model, content, upload, report.signature or {})
         release = self.store.create_release(
             model,
@@ -184,6 +191,7 @@ class Promoter:
                 "reference": reference,
                 "baseline": baseline,
                 "baseline_problem": baseline_problem,
+                "variants": variants,
                 "settings": upload.settings,
                 "allow_signature_change": _flag(metadata.get(META_ALLOW_SIGNATURE_CHANGE)),
             },
@@ -220,6 +228,24 @@ class Promoter:
             logger.warning("no drift baseline for %s: %s", model, exc, exc_info=True)
             return None, f"the baseline could not be computed: {type(exc).__name__}: {exc}"
         return stored, None
+
+    def _fp16(
+        self, model: str, content: str, upload: Upload, signature: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The release's FP16 copy (inferstack.release.precision), stored beside the model:
+        the manifest's `variants.fp16`. ReleaseError when the copy answers differently."""
+        from inferstack.release.precision import make_fp16_copy
+
+        reference = None
+        if upload.reference is not None:
+            names = [spec["name"] for spec in signature.get("inputs", [])]
+            suffix = upload.reference.suffix
+            reference = load_reference(upload.reference, names if suffix == ".npy" else None)
+        out = upload.model_path.with_name("model.fp16.onnx")
+        copy = make_fp16_copy(upload.model_path, out, signature, reference)
+        stored = self.store.put_artifact(model, content, out.name, copy.path)
+        logger.info("FP16 copy of %s: %s", model, copy.checked_on)
+        return copy.manifest(stored.to_json())
 
     def _download(self, source: SourceObject, work: Path) -> tuple[Path, dict[str, str]]:
         pinned: dict[str, Any] = (

@@ -9,6 +9,8 @@ route) and the answers for paths that are not routes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
@@ -39,6 +41,7 @@ class InferStackApp(FastAPI):
         super().__init__(**kwargs)
         self.dataplane = dataplane
         self.sagemaker = SageMakerHost(dataplane)
+        self._batching: frozenset[str] | None = None  # models whose batcher joins requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -53,8 +56,13 @@ class InferStackApp(FastAPI):
             if route is not None:
                 request = await _read(scope, receive, method, path)
                 if request is not None:
-                    result = await self.dataplane.ahandle(request, route, params)
-                    await _write(send, result)
+                    work = self.dataplane.ahandle(request, route, params)
+                    if route.endpoint in _INFER and params.get("model") in self._batchers():
+                        answer = await _unless_gone(receive, work)
+                    else:
+                        answer = await work
+                    if answer is not None:
+                        await _write(send, answer)
                 return
             if path == PING_PATH and method == "GET":
                 await _write(send, self.sagemaker.ping())
@@ -62,9 +70,47 @@ class InferStackApp(FastAPI):
             if path == INVOCATIONS_PATH and method == "POST":
                 request = await _read(scope, receive, method, path)
                 if request is not None:
-                    await _write(send, await self.sagemaker.ainvoke(request))
+                    work = self.sagemaker.ainvoke(request)
+                    answer = await (_unless_gone(receive, work) if self._batchers() else work)
+                    if answer is not None:
+                        await _write(send, answer)
                 return
         await super().__call__(scope, receive, send)
+
+    def _batchers(self) -> frozenset[str]:
+        """The models whose batcher joins requests (hosts install batchers before serving)."""
+        if self._batching is None:
+            self._batching = frozenset(
+                model.name
+                for model in self.dataplane.repository
+                if model.batcher is not None and model.batcher.policy.max_batch_size > 1
+            )
+        return self._batching
+
+
+_INFER = frozenset({"infer", "predict_v1"})
+
+
+async def _unless_gone(receive: Receive, work: Awaitable[HttpResponse]) -> HttpResponse | None:
+    """`work`'s answer, or None when the client disconnects first: then `work` is cancelled,
+    so a request still queued for a batch is not run for nobody. uvicorn does not cancel an
+    app on disconnect; it tells `receive()`, which nothing else awaits once the body is read."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read(scope: Scope, receive: Receive, method: str, path: str) -> HttpRequest | None:

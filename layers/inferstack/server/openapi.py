@@ -64,6 +64,8 @@ SERVER_METADATA = {
         "name": {"type": "string"},
         "version": {"type": "string"},
         "extensions": {"type": "array", "items": {"type": "string"}},
+        # The GPU container only: which backend serves each model, on which device, and why.
+        "inferstack": {"type": "object"},
     },
 }
 _SIGNATURE = {

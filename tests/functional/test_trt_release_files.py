@@ -1,0 +1,97 @@
+"""What the GPU backend reads from a release (moto): the variant it serves (the FP16 copy
+made at release time), the FP32 original, the reference sample and the bundle settings."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from inferstack.exceptions import ModelLoadError
+from inferstack.names import live_pointer_key, manifest_key
+from inferstack.release_pointer import fetch_release, fetch_release_files
+
+from .conftest import DEMO_MODEL
+from .deployed import use_fake_aws, versioned_bucket
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from mypy_boto3_s3 import S3Client
+
+BUCKET = "acme-models"
+LIVE_URI = f"s3://{BUCKET}/{live_pointer_key('wine')}"
+FP16 = b"an fp16 copy of the model"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[S3Client]:
+    use_fake_aws(monkeypatch)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        versioned_bucket(client, BUCKET)
+        yield client
+
+
+def artifact(s3: S3Client, data: bytes, name: str) -> dict[str, Any]:
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"models/wine/{digest}/{name}"
+    put = s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+    return {"bucket": BUCKET, "key": key, "version_id": put["VersionId"], "sha256": digest}
+
+
+def publish(s3: S3Client, manifest_fields: dict[str, Any]) -> None:
+    """Release r3 of wine, live; the pointer holds only the release and its artifact."""
+    model = artifact(s3, DEMO_MODEL.read_bytes(), "model.onnx")
+    manifest = {"model": "wine", "release": "r3", "artifact": model, **manifest_fields}
+    s3.put_object(Bucket=BUCKET, Key=manifest_key("wine", "r3"), Body=json.dumps(manifest))
+    pointer = {"model": "wine", "release": "r3", "artifact": model}
+    s3.put_object(Bucket=BUCKET, Key=live_pointer_key("wine"), Body=json.dumps(pointer))
+
+
+def test_the_fp16_copy_reference_and_settings_come_from_the_manifest(s3: S3Client) -> None:
+    sample = io.BytesIO()
+    np.save(sample, np.ones((2, 13), np.float32))
+    reference = artifact(s3, sample.getvalue(), "reference.npy")
+    publish(
+        s3,
+        {
+            "variants": {"fp16": {"artifact": artifact(s3, FP16, "model.fp16.onnx")}},
+            "reference": {"key": reference["key"], "version_id": reference["version_id"]},
+            "settings": {"profiles": {"features": {"min": [1, 13]}}},
+        },
+    )
+    files = fetch_release_files(LIVE_URI, variant="fp16")
+    assert files.release == "r3"
+    assert files.path.read_bytes() == FP16
+    assert files.fp32_path.read_bytes() == DEMO_MODEL.read_bytes()
+    assert files.reference is not None
+    assert np.load(files.reference).shape == (2, 13)
+    assert files.settings == {"profiles": {"features": {"min": [1, 13]}}}
+    fp32 = fetch_release_files(LIVE_URI)
+    assert fp32.path == fp32.fp32_path
+    assert fetch_release(LIVE_URI).path == fp32.path  # the existing reader is unchanged
+
+
+def test_a_release_without_the_asked_copy_says_what_to_do(s3: S3Client) -> None:
+    publish(s3, {})
+    with pytest.raises(ModelLoadError, match="release r3 has no fp16 copy: set the model's"):
+        fetch_release_files(LIVE_URI, variant="fp16")
+    files = fetch_release_files(LIVE_URI)
+    assert files.reference is None and files.settings == {}
+
+
+def test_a_tampered_fp16_copy_is_refused(s3: S3Client) -> None:
+    copy = artifact(s3, FP16, "model.fp16.onnx")
+    s3.put_object(Bucket=BUCKET, Key=copy["key"], Body=b"tampered")
+    copy.pop("version_id")  # the key's newest version: the tampered one
+    publish(s3, {"variants": {"fp16": {"artifact": copy}}})
+    with pytest.raises(ModelLoadError, match="SHA-256 does not match"):
+        fetch_release_files(LIVE_URI, variant="fp16")
