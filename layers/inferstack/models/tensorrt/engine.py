@@ -133,10 +133,13 @@ class Engine:
             self._host[name] = cuda.PinnedBuffer(nbytes)
             self._context.set_tensor_address(name, self._device[name].ptr)
         self._lock = threading.Lock()
+        self._closed = False
         self._thread = threading.local()  # which threads have bound the device
 
     def run(self, inputs: Tensors, wanted: list[str]) -> Tensors:
         with self._lock:
+            if self._closed:  # a reload swapped engines under a request already routed here
+                raise InferenceError("the TensorRT engine was replaced; retry the request")
             if not getattr(self._thread, "bound", False):
                 cuda.set_device(0)  # this thread's first run (the runtime API is per thread)
                 self._thread.bound = True
@@ -158,8 +161,13 @@ class Engine:
             return {o: self._host[o].view(self.dtypes[o], shapes[o]).copy() for o in wanted}
 
     def close(self) -> None:
-        for device in self._device.values():
-            device.free()
-        for host in self._host.values():
-            host.free()
-        self._stream.destroy()
+        """Free the buffers and the stream, after any run in progress (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for device in self._device.values():
+                device.free()
+            for host in self._host.values():
+                host.free()
+            self._stream.destroy()

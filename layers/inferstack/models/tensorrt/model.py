@@ -91,18 +91,24 @@ class TensorRTModel(Model):
         expected = cpu.predict(sample)
         cpu.close()
         engine = self._engine_for(files, profiles, gpu.identity)
-        actual = engine.run(sample, [spec.name for spec in self.outputs])
-        problem = mismatch(expected, actual, self.precision)
-        if problem:
+        try:  # a failed check or warm-up frees the new engine's GPU memory at once
+            actual = engine.run(sample, [spec.name for spec in self.outputs])
+            problem = mismatch(expected, actual, self.precision)
+            if problem:
+                raise ModelLoadError(f"TensorRT's outputs differ from ONNX Runtime's: {problem}")
+            engine.run(synthetic_inputs(self.inputs, profiles), engine.outputs)  # warm-up
+        except BaseException:
             engine.close()
-            raise ModelLoadError(f"TensorRT's outputs differ from ONNX Runtime's: {problem}")
+            raise
         self.build_info["load_check"] = {
             "on": checked_on,
             "max_abs_error": max_abs_error(expected, actual),
         }
-        self._engine, self._profiles = engine, profiles
+        # A reload (a new release) swaps engines; the old one is freed once its run ends.
+        previous, self._engine, self._profiles = self._engine, engine, profiles
         self.batchable, self.max_rows = profiles.batchable, profiles.max_rows
-        self.predict(synthetic_inputs(self.inputs, profiles))  # warm-up
+        if previous is not None:
+            previous.close()
 
     # -- serving -------------------------------------------------------------------------
     def validate(self, inputs: list[InferInput], output_names: list[str] | None) -> Tensors:
@@ -118,9 +124,12 @@ class TensorRTModel(Model):
         engine = self._engine
         if engine is None:
             raise ModelLoadError(f"model '{self.name}' is not loaded")
+        wanted = output_names or [spec.name for spec in self.outputs]
         try:
-            return engine.run(inputs, output_names or [spec.name for spec in self.outputs])
+            return engine.run(inputs, wanted)
         except InferenceError as exc:
+            if self._engine is not None and self._engine is not engine:
+                return self._engine.run(inputs, wanted)  # a reload swapped engines meanwhile
             # A CUDA fault leaves the context unusable: not ready, so the platform replaces
             # the instance or task (its /ping fails).
             self.ready, self.error = False, exc.message
