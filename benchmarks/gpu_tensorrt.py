@@ -133,8 +133,13 @@ def _gpu_name() -> str | None:
 
 def markdown(result: dict[str, Any]) -> list[str]:
     res = result["results"]
+    tests = (
+        "The TensorRT tests (tests/gpu, `make test-gpu`) are written and have not run on our "
+        "machines either: TensorRT's registry packages fetch from NVIDIA's index, which they "
+        "cannot reach."
+    )
     if res.get("status") != "measured":
-        return [f"Not run on this machine: {res.get('reason')}. No figure is reported."]
+        return [f"Not run on this machine: {res.get('reason')}. No figure is reported.", "", tests]
     ms = res["batch_ms"]
     return [
         f"On {res['gpu']}, batch {res['batch']}: TensorRT FP16 {ms['tensorrt_fp16']['median']} "
