@@ -43,7 +43,7 @@ from inferstack.names import (
 from inferstack.settings import env_flag
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from aws_lambda_powertools import Logger, Metrics, Tracer
 
@@ -262,6 +262,36 @@ def emit_count(
     for key, value in {**dimensions, **(extra_dimensions or {})}.items():
         metric.add_dimension(name=key, value=value)
     write_line(orjson.dumps(metric.serialize_metric_set()).decode())
+
+
+# Powertools publishes a metric set on its own (print()) once a metric holds 100 values:
+# documents built here keep each metric under that.
+MAX_EMF_VALUES = 99
+
+
+def emf_document(
+    identity: tuple[str, str, str],
+    model: str,
+    series: Mapping[str, tuple[str, Sequence[float]]],
+    timestamp_ms: int | None = None,
+) -> dict[str, Any]:
+    """One EMF document, as Powertools builds it, of several metrics with value arrays
+    (name -> (unit, values), at most MAX_EMF_VALUES each; empty ones left out) under
+    (namespace, service, environment) + model: the per-minute aggregates of the GPU sampler
+    and the batcher."""
+    from aws_lambda_powertools.metrics.base import MetricManager
+
+    namespace, service, environment = identity
+    metrics = MetricManager(namespace=namespace, service=service)
+    for key, value in ((DIM_SERVICE, service), (DIM_ENVIRONMENT, environment), (DIM_MODEL, model)):
+        metrics.add_dimension(name=key, value=value)
+    for name, (unit, values) in series.items():
+        for number in values[:MAX_EMF_VALUES]:
+            metrics.add_metric(name=name, unit=unit, value=number)
+    document: dict[str, Any] = metrics.serialize_metric_set()
+    if timestamp_ms is not None:
+        document["_aws"]["Timestamp"] = timestamp_ms
+    return document
 
 
 def _make_tracer(service: str) -> Tracer | None:

@@ -27,14 +27,11 @@ import orjson
 
 from inferstack.exceptions import BadRequestError, ModelNotReadyError, OverloadedError
 from inferstack.names import (
-    DIM_ENVIRONMENT,
-    DIM_MODEL,
-    DIM_SERVICE,
     ENV_MAX_QUEUE_SIZE,
     METRIC_BATCH_SIZE,
     METRIC_QUEUE_TIME,
 )
-from inferstack.telemetry import write_line
+from inferstack.telemetry import MAX_EMF_VALUES, emf_document, write_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
@@ -64,8 +61,9 @@ class BatchStats:
 
 PUBLISH_SECONDS = 60.0
 # An EMF metric's value array holds at most 100 values
-# (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html).
-MAX_VALUES = 100
+# (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html);
+# telemetry.emf_document keeps one under Powertools' own flush at 100.
+MAX_VALUES = MAX_EMF_VALUES
 
 
 class BatchMetrics:
@@ -100,34 +98,15 @@ class BatchMetrics:
     def publish(self, model: str) -> None:
         if not self._sizes and not self._waits:
             return
-        namespace, service, environment = self.identity
-        metrics = [
-            {"Name": name, "Unit": unit}
-            for name, unit, values in (
-                (METRIC_BATCH_SIZE, "Count", self._sizes),
-                (METRIC_QUEUE_TIME, "Milliseconds", self._waits),
-            )
-            if values
-        ]
-        document: dict[str, Any] = {
-            "_aws": {
-                "Timestamp": int(time.time() * 1000),
-                "CloudWatchMetrics": [
-                    {
-                        "Namespace": namespace,
-                        "Dimensions": [[DIM_SERVICE, DIM_ENVIRONMENT, DIM_MODEL]],
-                        "Metrics": metrics,
-                    }
-                ],
+        document = emf_document(
+            self.identity,
+            model,
+            {
+                METRIC_BATCH_SIZE: ("Count", self._sizes),
+                METRIC_QUEUE_TIME: ("Milliseconds", self._waits),
             },
-            DIM_SERVICE: service,
-            DIM_ENVIRONMENT: environment,
-            DIM_MODEL: model,
-        }
-        if self._sizes:
-            document[METRIC_BATCH_SIZE] = self._sizes
-        if self._waits:
-            document[METRIC_QUEUE_TIME] = self._waits
+            int(time.time() * 1000),
+        )
         self._sizes, self._waits = [], []
         self.write(orjson.dumps(document).decode())
 

@@ -24,14 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from inferstack.names import (
-    DIM_ENVIRONMENT,
-    DIM_MODEL,
-    DIM_SERVICE,
-    METRIC_GPU_MEMORY_UTILIZATION,
-    METRIC_GPU_UTILIZATION,
-)
-from inferstack.telemetry import write_line
+from inferstack.names import METRIC_GPU_MEMORY_UTILIZATION, METRIC_GPU_UTILIZATION
+from inferstack.telemetry import emf_document, write_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -49,27 +43,16 @@ def gpu_emf_document(
     timestamp_ms: int | None = None,
 ) -> dict[str, Any]:
     """One EMF document: GPUUtilization and GPUMemoryUtilization (percent), one value per
-    sample, under (namespace, service, environment) + model, as Powertools builds it."""
-    from aws_lambda_powertools.metrics import MetricUnit
-    from aws_lambda_powertools.metrics.base import MetricManager
-
-    namespace, service, environment = identity
-    metrics = MetricManager(namespace=namespace, service=service)
-    for name, value in (
-        (DIM_SERVICE, service),
-        (DIM_ENVIRONMENT, environment),
-        (DIM_MODEL, model),
-    ):
-        metrics.add_dimension(name=name, value=value)
-    for busy, memory in samples:
-        metrics.add_metric(name=METRIC_GPU_UTILIZATION, unit=MetricUnit.Percent, value=busy)
-        metrics.add_metric(
-            name=METRIC_GPU_MEMORY_UTILIZATION, unit=MetricUnit.Percent, value=memory
-        )
-    document: dict[str, Any] = metrics.serialize_metric_set()
-    if timestamp_ms is not None:
-        document["_aws"]["Timestamp"] = timestamp_ms
-    return document
+    sample, under (namespace, service, environment) + model."""
+    return emf_document(
+        identity,
+        model,
+        {
+            METRIC_GPU_UTILIZATION: ("Percent", [busy for busy, _ in samples]),
+            METRIC_GPU_MEMORY_UTILIZATION: ("Percent", [memory for _, memory in samples]),
+        },
+        timestamp_ms,
+    )
 
 
 class GpuSampler:
