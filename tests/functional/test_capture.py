@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
 
@@ -313,11 +314,9 @@ def test_captured_lines_reach_s3_under_the_model_and_hour_and_the_reader_decodes
     is "INPUT") and CloudWatch Logs decompression + message extraction + newline
     (https://docs.aws.amazon.com/firehose/latest/dev/writing-with-cloudwatch-logs.html).
     """
-    boto3 = pytest.importorskip("boto3")
     from moto import mock_aws
 
     from inferstack.drift.capture import CaptureStats, read_capture
-    from infra.constructs.capture import CAPTURE_FILTER_PATTERN
 
     handler = handler_with(monkeypatch, **{ENV_CAPTURE_RATE: "1"})
     capsys.readouterr()
@@ -333,44 +332,16 @@ def test_captured_lines_reach_s3_under_the_model_and_hour_and_the_reader_decodes
         region = "us-east-1"
         s3 = boto3.client("s3", region_name=region)
         s3.create_bucket(Bucket="models")
-        firehose = boto3.client("firehose", region_name=region)
-        stream = firehose.create_delivery_stream(
-            DeliveryStreamName="capture-wine",
-            DeliveryStreamType="DirectPut",
-            ExtendedS3DestinationConfiguration={
-                "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-                "BucketARN": "arn:aws:s3:::models",
-                "Prefix": f"{CAPTURE_PREFIX}wine/",
-            },
-        )["DeliveryStreamARN"]
-        logs = boto3.client("logs", region_name=region)
-        logs.create_log_group(logGroupName="/aws/lambda/wine")
-        logs.create_log_stream(logGroupName="/aws/lambda/wine", logStreamName="s1")
-        logs.put_subscription_filter(
-            logGroupName="/aws/lambda/wine",
-            filterName="capture",
-            filterPattern=CAPTURE_FILTER_PATTERN,
-            destinationArn=stream,
-            roleArn="arn:aws:iam::123456789012:role/logs-to-firehose",
+        key, delivered = deliver_through_logs_and_firehose(
+            stdout_lines,
+            bucket="models",
+            prefix=f"{CAPTURE_PREFIX}wine/",
+            log_group="/aws/lambda/wine",
+            region=region,
         )
-        now = int(time.time() * 1000)
-        logs.put_log_events(
-            logGroupName="/aws/lambda/wine",
-            logStreamName="s1",
-            logEvents=[{"timestamp": now, "message": line} for line in stdout_lines],
-        )
-        [listed] = s3.list_objects_v2(Bucket="models", Prefix=f"{CAPTURE_PREFIX}wine/")["Contents"]
         hour = datetime.now(UTC).strftime("%Y/%m/%d/%H")
-        assert listed["Key"].startswith(f"{CAPTURE_PREFIX}wine/{hour}/")
-        batch = s3.get_object(Bucket="models", Key=listed["Key"])["Body"].read()
+        assert key.startswith(f"{CAPTURE_PREFIX}wine/{hour}/")
 
-    envelope = json.loads(gzip.decompress(batch))
-    assert envelope["messageType"] == "DATA_MESSAGE"
-    delivered = "".join(
-        event["message"] + "\n"
-        for event in envelope["logEvents"]
-        if matches_capture_pattern(event["message"])
-    )
     assert len(delivered.splitlines()) == len(sent)
     stats = CaptureStats()
     records = list(read_capture([_as_file(delivered, tmp_path)], stats=stats))
@@ -379,6 +350,57 @@ def test_captured_lines_reach_s3_under_the_model_and_hour_and_the_reader_decodes
     for record, rows in zip(records, sent, strict=True):
         np.testing.assert_array_equal(record.inputs["features"], rows)
         assert set(record.outputs) == {"label", "probabilities"}
+
+
+def deliver_through_logs_and_firehose(
+    lines: list[str], *, bucket: str, prefix: str, log_group: str, region: str
+) -> tuple[str, str]:
+    """`lines` into a log group whose subscription filter feeds a Firehose stream writing to
+    s3://bucket/prefix, in moto; (the key moto wrote, the text the deployed stream delivers).
+
+    moto delivers the subscription's CloudWatch Logs batch as it is, so the two documented
+    steps it skips are applied here: the filter pattern, and the stream's decompression,
+    message extraction and newline after each message
+    (https://docs.aws.amazon.com/firehose/latest/dev/writing-with-cloudwatch-logs.html)."""
+    from infra.constructs.capture import CAPTURE_FILTER_PATTERN
+
+    s3 = boto3.client("s3", region_name=region)
+    firehose = boto3.client("firehose", region_name=region)
+    stream = firehose.create_delivery_stream(
+        DeliveryStreamName="capture-stream",
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "Prefix": prefix,
+        },
+    )["DeliveryStreamARN"]
+    logs = boto3.client("logs", region_name=region)
+    logs.create_log_group(logGroupName=log_group)
+    logs.create_log_stream(logGroupName=log_group, logStreamName="s1")
+    logs.put_subscription_filter(
+        logGroupName=log_group,
+        filterName="capture",
+        filterPattern=CAPTURE_FILTER_PATTERN,
+        destinationArn=stream,
+        roleArn="arn:aws:iam::123456789012:role/logs-to-firehose",
+    )
+    now = int(time.time() * 1000)
+    logs.put_log_events(
+        logGroupName=log_group,
+        logStreamName="s1",
+        logEvents=[{"timestamp": now, "message": line} for line in lines],
+    )
+    [listed] = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    batch = s3.get_object(Bucket=bucket, Key=listed["Key"])["Body"].read()
+    envelope = json.loads(gzip.decompress(batch))
+    assert envelope["messageType"] == "DATA_MESSAGE"
+    delivered = "".join(
+        event["message"] + "\n"
+        for event in envelope["logEvents"]
+        if matches_capture_pattern(event["message"])
+    )
+    return listed["Key"], delivered
 
 
 def matches_capture_pattern(message: str) -> bool:

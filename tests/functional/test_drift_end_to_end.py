@@ -18,7 +18,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -30,14 +29,14 @@ import pytest
 from inferstack.names import ENV_CAPTURE_RATE, live_pointer_key, manifest_key
 from inferstack.release.baselines import store_baseline
 from infra.config import Drift
-from infra.constructs.capture import CAPTURE_FILTER_PATTERN, FILE_EXTENSION, capture_key_prefix
+from infra.constructs.capture import FILE_EXTENSION, capture_key_prefix
 from infra.constructs.drift import window_minutes
 from tests.functional.conftest import DEMO_DIR, DEMO_MODEL, FakeContext
 from tests.functional.test_capture import (
     capture_lines,
+    deliver_through_logs_and_firehose,
     handler_with,
     infer_json,
-    matches_capture_pattern,
 )
 from tests.functional.test_drift_scheduled import BUCKET, MODEL, aws, emf, load_handler, messages
 
@@ -90,47 +89,14 @@ def through_logs_and_firehose(lines: list[str]) -> str:
     """The lines into the log group; what Firehose delivers; the object, transformed as the
     deployed stream transforms it, put where that stream writes it. Returns its key."""
     s3 = boto3.client("s3", region_name=REGION)
-    firehose = boto3.client("firehose", region_name=REGION)
-    stream = firehose.create_delivery_stream(
-        DeliveryStreamName=STREAM,
-        DeliveryStreamType="DirectPut",
-        ExtendedS3DestinationConfiguration={
-            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-            "BucketARN": f"arn:aws:s3:::{BUCKET}",
-            "Prefix": f"{capture_key_prefix(MODEL).partition('!')[0]}",
-        },
-    )["DeliveryStreamARN"]
-    logs = boto3.client("logs", region_name=REGION)
-    logs.create_log_group(logGroupName=LOG_GROUP)
-    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="2026/03/01/[$LATEST]e2e")
-    logs.put_subscription_filter(
-        logGroupName=LOG_GROUP,
-        filterName="capture",
-        filterPattern=CAPTURE_FILTER_PATTERN,
-        destinationArn=stream,
-        roleArn="arn:aws:iam::123456789012:role/logs-to-firehose",
+    raw, delivered = deliver_through_logs_and_firehose(
+        lines,
+        bucket=BUCKET,
+        prefix=capture_key_prefix(MODEL).partition("!")[0],
+        log_group=LOG_GROUP,
+        region=REGION,
     )
-    now = int(time.time() * 1000)
-    logs.put_log_events(
-        logGroupName=LOG_GROUP,
-        logStreamName="2026/03/01/[$LATEST]e2e",
-        logEvents=[{"timestamp": now, "message": line} for line in lines],
-    )
-    [raw] = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"capture/{MODEL}/")["Contents"]
-    batch = s3.get_object(Bucket=BUCKET, Key=raw["Key"])["Body"].read()
-    s3.delete_object(Bucket=BUCKET, Key=raw["Key"])  # moto's unprocessed batch
-
-    # What the deployed stream's processors make of the batch: decompression, message
-    # extraction and a newline after each message
-    # (https://docs.aws.amazon.com/firehose/latest/dev/writing-with-cloudwatch-logs.html),
-    # of the events the filter pattern passed.
-    envelope = json.loads(gzip.decompress(batch))
-    assert envelope["messageType"] == "DATA_MESSAGE"
-    delivered = "".join(
-        event["message"] + "\n"
-        for event in envelope["logEvents"]
-        if matches_capture_pattern(event["message"])
-    )
+    s3.delete_object(Bucket=BUCKET, Key=raw)  # moto's unprocessed batch
     # Firehose names the object <stream>-<version>-<yyyy-MM-dd-HH-mm-ss>-<uuid> + extension
     # (https://docs.aws.amazon.com/firehose/latest/dev/s3-object-name.html), under the
     # arrival hour (https://docs.aws.amazon.com/firehose/latest/dev/s3-prefixes.html), gzip.
