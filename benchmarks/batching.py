@@ -56,7 +56,7 @@ MAX_BATCH = 32
 
 
 def run(config: Config) -> dict[str, Any]:
-    from tests.functional import batch_models
+    from tests import batch_models
 
     rounds = config.pick(3, 1)
     window = config.pick(6.0, 3.0)

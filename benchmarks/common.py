@@ -72,20 +72,11 @@ def onnx_light_model(stem: str) -> BenchModel:
 
 def relu_model() -> BenchModel:
     """A 64-float Relu (FP32 [-1, 64]): so little model that the server is all the cost."""
-    import onnx
-    from onnx import TensorProto, helper
+    from tests.batch_models import relu
 
     path = work_dir() / "relu64.onnx"
     if not path.is_file():
-        graph = helper.make_graph(
-            [helper.make_node("Relu", ["x"], ["y"])],
-            "relu64",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        model.ir_version = 8
-        onnx.save(model, str(path))
+        relu(path, width=64)
     return BenchModel("relu", path, "x", (1, 64))
 
 

@@ -4,7 +4,7 @@ NVIDIA's index) and onnxruntime-gpu for the comparison arm; where any is missing
 which and measures nothing: no TensorRT figure is ever reported that was not measured.
 
 The model is the onnx package's light_resnet50 made fit to compare (seeded weights in place
-of its constant ones, a dynamic batch: tests/functional/batch_models.normalised_light), so it
+of its constant ones, a dynamic batch: tests/batch_models.normalised_light), so it
 has resnet50's shapes and FLOPs. The FP16 copy is the one a release gets
 (inferstack.release.precision). Both arms run the same [32, 3, 224, 224] input: TensorRT
 through inferstack's own Engine (pinned host buffers, its own stream, copies included) and
@@ -71,7 +71,7 @@ def _measure(config: Config) -> dict[str, Any]:
     from inferstack.models.tensorrt import engine as trt_engine
     from inferstack.models.tensorrt.profiles import ShapeRange
     from inferstack.release.precision import make_fp16_copy
-    from tests.functional.batch_models import normalised_light
+    from tests.batch_models import normalised_light
 
     folder = work_dir() / "gpu"
     folder.mkdir(exist_ok=True)

@@ -18,7 +18,7 @@ from inferstack.models.batching import BatchPolicy, DynamicBatcher
 from inferstack.models.onnx import OnnxModel
 from inferstack.models.repository import ModelRepository
 from inferstack.server.app import create_app
-from tests.functional import batch_models
+from tests import batch_models
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

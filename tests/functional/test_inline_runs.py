@@ -13,29 +13,18 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from inferstack.models.base import INLINE_AFTER, INLINE_LIMIT_S, INLINE_STRIKES
 from inferstack.models.onnx import OnnxModel
+from tests import batch_models
 
 ROW = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
 
 
 @pytest.fixture
 def relu(tmp_path: Path) -> OnnxModel:
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "relu64",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path / "relu64.onnx"
-    onnx.save(model, str(path))
-    served = OnnxModel("relu", path, threads=1)
+    served = OnnxModel("relu", batch_models.relu(tmp_path / "relu64.onnx"), threads=1)
     served.load()
     return served
 

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from inferstack.models.tensorrt.model import TensorRTModel
-from tests.functional.batch_models import mlp, normalised_light
+from tests.batch_models import mlp, normalised_light
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -1,4 +1,6 @@
-"""Models for the batcher's tests and benchmark, built with onnx.helper (nothing stored).
+"""ONNX models built with onnx.helper (nothing stored), shared by the tests and the
+benchmarks (as tests/lifecycle_world.py is): the batcher's models, the light-model
+normaliser, and the one-node Relu the inline-run tests and the server benchmark serve.
 
 Each has a dynamic first dimension named `batch` unless it exists to lack one.
 """
@@ -51,6 +53,17 @@ def mlp(path: Path, *, width: int = 64, layers: int = 2, features: int | None = 
         weights,
     )
     return _save(graph, path)
+
+
+def relu(path: Path, *, width: int = 64) -> Path:
+    """y = Relu(x), x [batch, width]: so little model that whatever serves it is all the cost."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        f"relu{width}",
+        [helper.make_tensor_value_info("x", FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", FLOAT, ["batch", width])],
+    )
+    return _save(graph, path, opset=13)
 
 
 def two_outputs(path: Path) -> Path:
