@@ -13,12 +13,13 @@ import tomllib
 from tests.functional.conftest import REPO_ROOT
 
 IMAGE = REPO_ROOT / "gpu_endpoints"
-PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.+-]*)$")
+PIN = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[[a-z0-9,]+\])?==([0-9][0-9A-Za-z.+-]*)$")
 
 
 def requirement_lines(name: str) -> list[str]:
-    lines = (IMAGE / name).read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    """The requirement lines of `name`, inline comments (`  # via ...`) stripped."""
+    lines = (line.partition(" #")[0].strip() for line in (IMAGE / name).read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def test_every_gpu_requirement_is_pinned_exactly() -> None:
@@ -30,6 +31,10 @@ def test_every_gpu_requirement_is_pinned_exactly() -> None:
     # (driver r535+, every SageMaker GPU AMI and the ECS GPU AMI).
     assert pins["tensorrt-cu12-libs"] == pins["tensorrt-cu12-bindings"]
     assert pins["cuda-python"].startswith("12.") and pins["cuda-bindings"] == pins["cuda-python"]
+    # The CUDA runtime TensorRT's libs wheel pulls in is pinned too, on the same CUDA major
+    # (a rebuild must not bring a CUDA 13 runtime that driver r535/r550 hosts cannot run).
+    assert pins["cuda-toolkit"].startswith("12.")
+    assert pins["nvidia-cuda-runtime-cu12"].startswith("12.")
 
 
 def test_the_project_gpu_extra_pins_the_same_tensorrt() -> None:
