@@ -145,7 +145,10 @@ def server_app(
         for m in models
     ]
     repository = ModelRepository((c.model for c in choices), recheck_in_background=True)
-    batchers = install_batchers(repository, batching)
+    # BatchSize and QueueTime go wherever the host's request metrics go.
+    batchers = install_batchers(
+        repository, batching, identity=telemetry.identity if telemetry else None
+    )
     dataplane = DataPlane(
         repository,
         max_request_bytes=max_request_bytes,
@@ -190,19 +193,26 @@ def load_in_daemon_threads(repository: ModelRepository) -> None:
         threading.Thread(target=load, args=(model,), name=f"load-{model.name}", daemon=True).start()
 
 
-def install_batchers(models: Iterable[Model], batching: Batching) -> list[DynamicBatcher]:
-    """Put a dynamic batcher in front of each model's apredict when batching is on.
+def install_batchers(
+    models: Iterable[Model],
+    batching: Batching,
+    *,
+    identity: tuple[str, str, str] | None = None,
+) -> list[DynamicBatcher]:
+    """Put a dynamic batcher in front of each model's apredict when batching is on, its
+    BatchSize and QueueTime published under `identity` (None: not published).
 
     The Lambda host never calls this: it serves one request per environment.
     """
     if batching.max_batch_size <= 1:
         return []
-    from inferstack.models.batching import BatchPolicy, DynamicBatcher
+    from inferstack.models.batching import BatchMetrics, BatchPolicy, DynamicBatcher
 
     policy = BatchPolicy(*batching)
     batchers = []
     for model in models:
-        model.batcher = DynamicBatcher(model, policy)
+        metrics = BatchMetrics(identity, model.name) if identity is not None else None
+        model.batcher = DynamicBatcher(model, policy, metrics=metrics)
         batchers.append(model.batcher)
     return batchers
 

@@ -122,6 +122,11 @@ class Telemetry:
 
     logger: Logger | None = None
 
+    @property
+    def identity(self) -> tuple[str, str, str] | None:
+        """(namespace, service, environment) the host's metrics go under; None: none go."""
+        return None
+
     def record(self, record: RequestRecord) -> None:
         """Account for one request."""
 
@@ -162,6 +167,10 @@ class PowertoolsTelemetry(Telemetry):
         if tracing is None:
             tracing = env_flag(env, ENV_TRACING, default=False)
         self.tracer: Tracer | None = _make_tracer(self.service) if tracing else None
+
+    @property
+    def identity(self) -> tuple[str, str, str] | None:
+        return (self.namespace, self.service, self.environment)
 
     def record(self, record: RequestRecord) -> None:
         # The EMF document's shape (namespace, dimensions, metric names and units) is the

@@ -1,4 +1,4 @@
-"""The dynamic batcher on real ONNX Runtime models (tests/functional/batch_models.py)."""
+"""The dynamic batcher on real ONNX Runtime models (tests/batch_models.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from inferstack.models.repository import ModelRepository
 from inferstack.protocol.routes import match_route
 from inferstack.protocol.types import HttpRequest
 from inferstack.telemetry import PowertoolsTelemetry
-from tests.functional import batch_models
+from tests import batch_models
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -383,7 +383,8 @@ def test_a_normalised_light_model_batches_and_tells_inputs_apart(model_dir: Path
 def test_batch_sizes_and_queue_times_are_published_as_emf(model_dir: Path) -> None:
     model = _model(model_dir, batch_models.mlp, "mlp_metrics")
     lines: list[str] = []
-    metrics = BatchMetrics(("InferStack", "inferstack", "functional-test"), write=lines.append)
+    identity = ("InferStack", "inferstack", "functional-test")
+    metrics = BatchMetrics(identity, model.name, write=lines.append)
     policy = BatchPolicy(max_batch_size=8, max_queue_delay_us=50_000)
     model.batcher = DynamicBatcher(model, policy, metrics=metrics)
 

@@ -175,6 +175,31 @@ def test_a_batching_server_puts_each_model_behind_a_batcher_from_its_settings() 
         asyncio.run(model.apredict({"features": rows}))
 
 
+def test_a_batching_server_with_metrics_on_publishes_batch_sizes_and_queue_times(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The dashboard's BatchSize and QueueTime graphs: the server's batchers publish them
+    under the host's metric identity, at the latest when the server stops."""
+    app = _app_from(
+        {
+            names.ENV_MAX_BATCH_SIZE: "4",
+            names.ENV_METRICS: "on",
+            names.ENV_ENVIRONMENT: "batch-metrics-test",
+        }
+    )
+    example = json.loads((demo_dir() / "example_request.json").read_text())
+    with TestClient(app) as client:
+        _wait_ready(client)
+        for _ in range(3):
+            assert client.post("/v2/models/wine/infer", json=example).status_code == 200
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    [batches] = [d for d in documents if "BatchSize" in d]
+    assert batches["model"] == "wine" and batches["environment"] == "batch-metrics-test"
+    rows = example["inputs"][0]["shape"][0]
+    assert batches["BatchSize"] == [float(rows)] * 3  # one run per request, each alone
+    assert len(batches["QueueTime"]) == 3
+
+
 def test_a_server_that_does_not_batch_gets_no_batcher() -> None:
     app = _app_from({names.ENV_MAX_QUEUE_SIZE: "3"})
     with TestClient(app) as client:

@@ -99,9 +99,9 @@ def _batcher(env: dict[str, str]) -> list[Emitted]:
     from inferstack.telemetry import metric_identity
 
     lines: list[str] = []
-    metrics = BatchMetrics(metric_identity(env), write=lines.append)
-    metrics.record(env[ENV_MODEL_NAME], 4, [1.0, 2.0])
-    metrics.publish(env[ENV_MODEL_NAME])
+    metrics = BatchMetrics(metric_identity(env), env[ENV_MODEL_NAME], write=lines.append)
+    metrics.record(4, [1.0, 2.0])
+    metrics.publish()
     return _emf_metrics("\n".join(lines))
 
 

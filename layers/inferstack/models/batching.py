@@ -74,33 +74,35 @@ class BatchMetrics:
     def __init__(
         self,
         identity: tuple[str, str, str],
+        model: str,
         *,
         publish_seconds: float = PUBLISH_SECONDS,
         write: Callable[[str], object] = write_line,
     ) -> None:
-        self.identity, self.publish_seconds, self.write = identity, publish_seconds, write
+        self.identity, self.model = identity, model
+        self.publish_seconds, self.write = publish_seconds, write
         self._sizes: list[float] = []
         self._waits: list[float] = []
         self._since = time.monotonic()
 
-    def record(self, model: str, rows: int, waits_ms: list[float]) -> None:
+    def record(self, rows: int, waits_ms: list[float]) -> None:
         if not self._sizes:
             self._since = time.monotonic()
         self._sizes.append(float(rows))
         for wait in waits_ms:
             if len(self._waits) >= MAX_VALUES:
-                self.publish(model)
+                self.publish()
             self._waits.append(round(wait, 3))
         full = len(self._sizes) >= MAX_VALUES
         if full or time.monotonic() - self._since >= self.publish_seconds:
-            self.publish(model)
+            self.publish()
 
-    def publish(self, model: str) -> None:
+    def publish(self) -> None:
         if not self._sizes and not self._waits:
             return
         document = emf_document(
             self.identity,
-            model,
+            self.model,
             {
                 METRIC_BATCH_SIZE: ("Count", self._sizes),
                 METRIC_QUEUE_TIME: ("Milliseconds", self._waits),
@@ -317,7 +319,7 @@ class DynamicBatcher:
         if self.metrics is not None:
             now = time.monotonic()
             waits = [(now - item.enqueued) * 1e3 for item in batch]
-            self.metrics.record(self.model.name, sum(item.rows for item in batch), waits)
+            self.metrics.record(sum(item.rows for item in batch), waits)
         try:
             if len(batch) == 1:
                 await self._run_alone(batch[0])
@@ -404,7 +406,7 @@ class DynamicBatcher:
             self._executor.shutdown(wait=False)
             self._executor = None
         if self.metrics is not None:
-            self.metrics.publish(self.model.name)
+            self.metrics.publish()
 
 
 def _rows(inputs: Tensors) -> int | None:
