@@ -124,22 +124,29 @@ class Engine:
         unknown = [n for n, shape in capacity.items() if any(d < 0 for d in shape)]
         if unknown:
             raise ModelLoadError(f"outputs {unknown} have data-dependent shapes, not served")
-        self._stream = cuda.Stream()
-        self._device: dict[str, cuda.DeviceBuffer] = {}
-        self._host: dict[str, cuda.PinnedBuffer] = {}
-        for name, shape in capacity.items():
-            nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtypes[name].itemsize
-            self._device[name] = cuda.DeviceBuffer(nbytes)
-            self._host[name] = cuda.PinnedBuffer(nbytes)
-            self._context.set_tensor_address(name, self._device[name].ptr)
         self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.local()  # which threads have bound the device
+        self._device: dict[str, cuda.DeviceBuffer] = {}
+        self._host: dict[str, cuda.PinnedBuffer] = {}
+        self._stream: cuda.Stream | None = None
+        try:
+            self._stream = cuda.Stream()
+            for name, shape in capacity.items():
+                nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtypes[name].itemsize
+                self._device[name] = cuda.DeviceBuffer(nbytes)
+                self._host[name] = cuda.PinnedBuffer(nbytes)
+                self._context.set_tensor_address(name, self._device[name].ptr)
+        except BaseException:  # out of GPU memory half-way: give back what was allocated
+            self.close()
+            raise
 
     def run(self, inputs: Tensors, wanted: list[str]) -> Tensors:
         with self._lock:
             if self._closed:  # a reload swapped engines under a request already routed here
                 raise InferenceError("the TensorRT engine was replaced; retry the request")
+            stream = self._stream
+            assert stream is not None  # set until close()
             if not getattr(self._thread, "bound", False):
                 cuda.set_device(0)  # this thread's first run (the runtime API is per thread)
                 self._thread.bound = True
@@ -148,20 +155,21 @@ class Engine:
                 if not self._context.set_input_shape(name, array.shape):
                     raise InferenceError(f"TensorRT refused shape {list(array.shape)} for '{name}'")
                 self._host[name].write(array)
-                cuda.h2d(self._device[name], self._host[name], array.nbytes, self._stream)
-            if not self._context.execute_async_v3(self._stream.ptr):
+                cuda.h2d(self._device[name], self._host[name], array.nbytes, stream)
+            if not self._context.execute_async_v3(stream.ptr):
                 raise InferenceError(
                     "TensorRT failed to run the engine: " + "; ".join(self._logger.errors[-3:])
                 )
             shapes = {o: tuple(self._context.get_tensor_shape(o)) for o in wanted}
             for name in wanted:
                 size = int(np.prod(shapes[name], dtype=np.int64)) * self.dtypes[name].itemsize
-                cuda.d2h(self._host[name], self._device[name], size, self._stream)
-            self._stream.synchronize()
+                cuda.d2h(self._host[name], self._device[name], size, stream)
+            stream.synchronize()
             return {o: self._host[o].view(self.dtypes[o], shapes[o]).copy() for o in wanted}
 
     def close(self) -> None:
-        """Free the buffers and the stream, after any run in progress (idempotent)."""
+        """Free the buffers, the stream, the context and the engine (its weights), after
+        any run in progress (idempotent)."""
         with self._lock:
             if self._closed:
                 return
@@ -170,4 +178,8 @@ class Engine:
                 device.free()
             for host in self._host.values():
                 host.free()
-            self._stream.destroy()
+            if self._stream is not None:
+                self._stream.destroy()
+            # TensorRT frees a context's and an engine's device memory when the Python
+            # objects go: now, not whenever this Engine is collected.
+            self._context = self._engine = None
