@@ -126,8 +126,8 @@ def server_app(
 ) -> FastAPI:
     """The FastAPI app for `inferstack serve`; models load off the loop after start-up
     (readiness reports them as loading until then), each failure isolated. Each model runs
-    on the backend `backend` picks (models/select.py: TensorRT on a GPU, else ONNX Runtime);
-    with `batching.max_batch_size` over 1 each gets a dynamic batcher."""
+    on the backend `backend` picks (models/select.py: TensorRT on a GPU, else ONNX Runtime)
+    behind a dynamic batcher (`install_batchers`)."""
     from contextlib import asynccontextmanager
 
     from inferstack.models.select import describe, make_model
@@ -163,6 +163,8 @@ def server_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for batcher in batchers:  # admitting again if this app was started before
+            batcher.open()
         if load_in_background:
             load_in_daemon_threads(repository)
         sampling = gpu_sampler is not None and gpu_sampler.start() is None
@@ -199,19 +201,20 @@ def install_batchers(
     *,
     identity: tuple[str, str, str] | None = None,
 ) -> list[DynamicBatcher]:
-    """Put a dynamic batcher in front of each model's apredict when batching is on, its
-    BatchSize and QueueTime published under `identity` (None: not published).
+    """Put a dynamic batcher in front of each model's apredict, its BatchSize and QueueTime
+    published under `identity` (None: not published). With `max_batch_size` 1 it joins
+    nothing and only bounds the model's requests in flight (`max_queue_size`, then 429), so
+    a server that does not batch sheds load the same way.
 
     The Lambda host never calls this: it serves one request per environment.
     """
-    if batching.max_batch_size <= 1:
-        return []
     from inferstack.models.batching import BatchMetrics, BatchPolicy, DynamicBatcher
 
     policy = BatchPolicy(*batching)
+    publish = identity is not None and batching.max_batch_size > 1
     batchers = []
     for model in models:
-        metrics = BatchMetrics(identity, model.name) if identity is not None else None
+        metrics = BatchMetrics(identity, model.name) if publish and identity else None
         model.batcher = DynamicBatcher(model, policy, metrics=metrics)
         batchers.append(model.batcher)
     return batchers

@@ -127,6 +127,31 @@ def test_a_full_queue_is_refused_with_429(model_dir: Path) -> None:
     assert batcher.stats.rejected_full == 1
 
 
+def test_without_batching_the_requests_in_flight_are_bounded_too(model_dir: Path) -> None:
+    """max_batch_size 1 joins nothing, but a server that does not batch still sheds load
+    with 429 rather than queueing without limit in front of a busy model."""
+    model = _model(model_dir, batch_models.slow, "slow_unbatched")
+    batcher = _batched(model, max_batch_size=1, max_queue_size=2)
+
+    async def main() -> list[Any]:
+        held = [
+            asyncio.ensure_future(model.apredict(_slow_inputs(SLOW_TRIPS, seed=i), None))
+            for i in (1, 2)
+        ]
+        await asyncio.sleep(0.05)
+        with pytest.raises(OverloadedError) as refused:
+            await model.apredict(_slow_inputs(1, seed=3), None)
+        assert refused.value.status_code == 429
+        assert "has 2 requests in flight (INFERSTACK_MAX_QUEUE_SIZE)" in refused.value.message
+        answers = await asyncio.gather(*held)
+        # Room again once they are answered.
+        answers.append(await model.apredict(_slow_inputs(1, seed=4), None))
+        return answers
+
+    assert len(asyncio.run(main())) == 3
+    assert batcher.stats.rejected_full == 1 and batcher.stats.batches == 0
+
+
 def test_a_request_waiting_past_its_timeout_gets_429_and_is_not_run(model_dir: Path) -> None:
     model = _model(model_dir, batch_models.slow, "slow_timeout")
     batcher = _batched(model, max_batch_size=8, queue_timeout_us=50_000)
@@ -257,10 +282,10 @@ def test_string_requests_are_joined(model_dir: Path) -> None:
 def test_a_model_with_a_fixed_batch_is_admitted_and_run_as_before(
     model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level("INFO", logger="inferstack.models.onnx"):
-        model = _model(model_dir, batch_models.fixed_batch, "fixed")
+    caplog.set_level("INFO", logger="inferstack")
+    model = _model(model_dir, batch_models.fixed_batch, "fixed")
     assert not model.batchable
-    assert "batching off for 'fixed': input 'x' has a fixed first dimension of 1" in caplog.text
+    assert "batching" not in caplog.text  # loading says nothing (Lambda never batches)
     batcher = _batched(model, max_batch_size=16, max_queue_delay_us=50_000)
     xs = [_floats(1, 4, seed=i) for i in range(4)]
 
@@ -270,15 +295,15 @@ def test_a_model_with_a_fixed_batch_is_admitted_and_run_as_before(
     for x, answer in zip(xs, asyncio.run(main()), strict=True):
         np.testing.assert_array_equal(answer["y"], np.maximum(x, 0))
     assert batcher.stats.batches == 0
+    # The server that asked for batching says once why this model is not batched.
+    said = "batching off for 'fixed': input 'x' has a fixed first dimension of 1"
+    assert caplog.text.count(said) == 1
 
 
-def test_first_dimensions_with_different_names_do_not_batch(
-    model_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level("INFO", logger="inferstack.models.onnx"):
-        model = _model(model_dir, batch_models.renamed_batch, "renamed")
+def test_first_dimensions_with_different_names_do_not_batch(model_dir: Path) -> None:
+    model = _model(model_dir, batch_models.renamed_batch, "renamed")
     assert not model.batchable
-    assert "first dimensions have different names ['batch', 'rows']" in caplog.text
+    assert model.unbatchable_reason == "the first dimensions have different names ['batch', 'rows']"
 
 
 def test_a_cancelled_caller_is_not_run(model_dir: Path) -> None:

@@ -200,11 +200,18 @@ def test_a_batching_server_with_metrics_on_publishes_batch_sizes_and_queue_times
     assert len(batches["QueueTime"]) == 3
 
 
-def test_a_server_that_does_not_batch_gets_no_batcher() -> None:
+def test_a_server_that_does_not_batch_still_bounds_each_models_requests() -> None:
+    from inferstack.models.batching import BatchPolicy
+
     app = _app_from({names.ENV_MAX_QUEUE_SIZE: "3"})
+    example = json.loads((demo_dir() / "example_request.json").read_text())
     with TestClient(app) as client:
         _wait_ready(client)
-        assert app.state.dataplane.repository.get("wine").batcher is None
+        assert client.post("/v2/models/wine/infer", json=example).status_code == 200
+        batcher = app.state.dataplane.repository.get("wine").batcher
+        assert batcher is not None and not batcher.batching
+        assert batcher.policy == BatchPolicy(max_batch_size=1, max_queue_size=3)
+        assert batcher.stats.batches == 0  # the model's own path, not the batch worker
 
 
 # ------------------------------------------------------------------ GPU metrics
@@ -221,6 +228,9 @@ class _OneBusyGpu:
         used, total = 4 << 30, 16 << 30
 
     def nvmlInit(self) -> None:
+        pass
+
+    def nvmlShutdown(self) -> None:
         pass
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
@@ -265,7 +275,7 @@ def test_without_a_gpu_the_server_says_gpu_metrics_are_off(
     app = _app_from({names.ENV_METRICS: "on"})
     with TestClient(app) as client:
         _wait_ready(client)
-    assert "GPU metrics off: NVML is not available" in caplog.text
+    assert "GPU metrics off: no NVIDIA GPU" in caplog.text
     caplog.clear()
     with TestClient(_app_from({names.ENV_METRICS: "off"})) as client:
         _wait_ready(client)

@@ -58,6 +58,7 @@ class Model(ABC):
         # Set by load(): every input and output has a dynamic first dimension, so requests
         # can be joined into one run (the batcher turns it off if an output disagrees).
         self.batchable = False
+        self.unbatchable_reason: str | None = None  # why not, once loaded (for the batcher's log)
         # The most rows one run can take (a TensorRT profile's maximum); None: no limit.
         self.max_rows: int | None = None
         # Installed by a host that batches (never on Lambda): apredict goes through it.

@@ -160,6 +160,7 @@ class DynamicBatcher:
         self._running = False  # a batch is on the executor
         self._idle = threading.Event()  # nothing queued or running (drain_and_close waits)
         self._idle.set()
+        self._said_why_not = False
 
     @property
     def batching(self) -> bool:
@@ -170,6 +171,10 @@ class DynamicBatcher:
         """The model's outputs for these (validated) inputs, run alone or in a batch."""
         self._admit()
         if not self.batching:
+            if not self._said_why_not and self.policy.max_batch_size > 1:
+                self._said_why_not = True  # once, where batching was asked for
+                why = self.model.unbatchable_reason or "its signature does not allow it"
+                logger.info("batching off for '%s': %s", self.model.name, why)
             # Admission only, then the model's own path: the CPU server's concurrency stays.
             self._waiting += 1
             try:
@@ -203,8 +208,9 @@ class DynamicBatcher:
             raise ModelNotReadyError(f"model '{self.model.name}' is shutting down")
         if self._waiting >= self.policy.max_queue_size:
             self.stats.rejected_full += 1
+            held = "waiting" if self.batching else "in flight"
             raise OverloadedError(
-                f"model '{self.model.name}' has {self._waiting} requests waiting "
+                f"model '{self.model.name}' has {self._waiting} requests {held} "
                 f"({ENV_MAX_QUEUE_SIZE}): retry later"
             )
 
@@ -387,7 +393,11 @@ class DynamicBatcher:
             _settle(item, {name: outputs[name][start:end] for name in wanted})
             start = end
 
-    # -- shutdown -------------------------------------------------------------------------
+    # -- start and shutdown --------------------------------------------------------------
+
+    def open(self) -> None:
+        """Admit requests (again, after `drain_and_close`): the server's start-up."""
+        self._closed = False
 
     def drain_and_close(self, timeout_s: float) -> None:
         """Stop admitting (503) and run what is queued at once; off the serving loop, wait

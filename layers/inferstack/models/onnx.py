@@ -97,9 +97,7 @@ class OnnxModel(Model):
             [("input", a) for a in session.get_inputs()]
             + [("output", a) for a in session.get_outputs()]
         )
-        self.batchable = why_not is None
-        if why_not is not None:
-            logger.info("batching off for '%s': %s", self.name, why_not)
+        self.batchable, self.unbatchable_reason = why_not is None, why_not
         kinds = {spec.datatype for spec in (*self.inputs, *self.outputs)}
         self._bf16 = BF16 in kinds
         self._strings = [spec.name for spec in self.inputs if spec.datatype == BYTES]
