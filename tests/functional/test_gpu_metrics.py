@@ -32,6 +32,10 @@ class FakeNvml:
     def nvmlInit(self) -> None:
         self.initialised = True
 
+    def nvmlShutdown(self) -> None:
+        assert self.initialised, "nvmlShutdown without nvmlInit"
+        self.initialised = False
+
     def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
         assert self.initialised, "nvmlInit must come first"
         return f"gpu{index}"
@@ -82,6 +86,7 @@ def test_the_sampler_reads_the_device_and_publishes_for_every_model() -> None:
         sampler.publish()  # nothing new sampled: nothing written
     finally:
         sampler.stop()
+    assert not nvml.initialised  # each nvmlInit has its nvmlShutdown
     assert len(lines) == 2
     for line, model in zip(lines, ("resnet50", "yolo"), strict=True):
         values, dimensions = metrics_of(line)
@@ -125,6 +130,6 @@ def test_without_nvml_the_server_runs_and_says_why_there_are_no_gpu_metrics(
     sampler = GpuSampler(lambda: ["m"], IDENTITY)
     with caplog.at_level("INFO"):
         reason = sampler.start()
-    assert reason is not None and "NVML is not available" in reason
-    assert "GPU metrics off" in caplog.text
+    assert reason is not None and "nvidia-ml-py" in reason
+    assert "GPU metrics off: no NVIDIA GPU: NVML's Python binding" in caplog.text
     sampler.stop()  # harmless when never started

@@ -120,3 +120,23 @@ def test_a_gpu_without_tensorrt_falls_back_to_the_cpu_and_says_so(nvml: None) ->
     choice = make_model(ModelConfig("wine", str(demo_model_path()), "1"))
     assert choice.backend == "onnxruntime"
     assert re.fullmatch(r"GPU .+ found but TensorRT is not installed", choice.reason)
+
+
+def test_the_gpu_sampler_reads_the_real_device_and_shuts_nvml_down(nvml: None) -> None:
+    import pynvml
+
+    from inferstack.server.gpu_metrics import GpuSampler
+
+    lines: list[str] = []
+    identity = ("InferStack", "inferstack", "gpu-test")
+    sampler = GpuSampler(lambda: ["m"], identity, write=lines.append)
+    assert sampler.start() is None
+    try:
+        busy, memory = sampler.sample()
+    finally:
+        sampler.stop()
+    assert 0.0 <= busy <= 100.0 and 0.0 <= memory <= 100.0
+    assert lines and '"GPUUtilization"' in lines[0]
+    # Shut down as often as started: an NVML call now fails as uninitialised.
+    with pytest.raises(pynvml.NVMLError):
+        pynvml.nvmlDeviceGetCount()

@@ -7,11 +7,12 @@ thread reads the device every SAMPLE_SECONDS and writes one EMF line per served 
 PUBLISH_SECONDS, each metric with its samples as a value array: a minute of the GPU in one
 line per model, whatever the request rate.
 
-NVML comes from nvidia-ml-py (module `pynvml`, the `gpu` and `gpu-cuda` extras), with the
-host driver's libnvidia-ml (the NVIDIA container runtime mounts it when the image sets
-NVIDIA_DRIVER_CAPABILITIES to include `utility`). Calls: nvmlInit,
-nvmlDeviceGetHandleByIndex, nvmlDeviceGetUtilizationRates (.gpu, percent of the last
-sample period the GPU was busy), nvmlDeviceGetMemoryInfo (.used, .total bytes)
+NVML comes from nvidia-ml-py (module `pynvml`, the `gpu` and `gpu-cuda` extras; started by
+inferstack.models.tensorrt.device.open_nvml), with the host driver's libnvidia-ml (the
+NVIDIA container runtime mounts it when the image sets NVIDIA_DRIVER_CAPABILITIES to include
+`utility`). Calls: nvmlInit, nvmlDeviceGetHandleByIndex, nvmlDeviceGetUtilizationRates
+(.gpu, percent of the last sample period the GPU was busy), nvmlDeviceGetMemoryInfo (.used,
+.total bytes), nvmlShutdown
 (https://docs.nvidia.com/deploy/nvml-api/group__nvmlDeviceQueries.html).
 """
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from inferstack.models.tensorrt.device import open_nvml
 from inferstack.names import METRIC_GPU_MEMORY_UTILIZATION, METRIC_GPU_UTILIZATION
 from inferstack.telemetry import emf_document, write_line
 
@@ -32,7 +34,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_SECONDS = 10.0
+# NVML's utilization is the busy share of its own last sample period (1/6 s to 1 s by
+# product: https://docs.nvidia.com/deploy/nvml-api/api/structnvmlUtilization__t.html), a
+# snapshot: read every second, the minute's average is the GPU's, not a few glimpses of it.
+SAMPLE_SECONDS = 1.0
 PUBLISH_SECONDS = 60.0
 
 
@@ -80,17 +85,18 @@ class GpuSampler:
 
     def start(self) -> str | None:
         """Start sampling; None when started, else why not (no NVML, no GPU), logged."""
-        try:
-            if self._nvml is None:
-                import pynvml
-
-                self._nvml = pynvml
-            self._nvml.nvmlInit()
-            self._handle = self._nvml.nvmlDeviceGetHandleByIndex(self.device)
-        except Exception as exc:  # ImportError, NVMLError_LibraryNotFound, no device ...
-            reason = f"GPU metrics off: NVML is not available ({exc})"
+        nvml, why_not = open_nvml(self._nvml)
+        if nvml is not None:
+            try:
+                self._handle = nvml.nvmlDeviceGetHandleByIndex(self.device)
+            except Exception as exc:  # NVMLError_InvalidArgument: no such device
+                nvml.nvmlShutdown()
+                nvml, why_not = None, f"no GPU {self.device} ({exc})"
+        if nvml is None:
+            reason = f"GPU metrics off: {why_not}"
             logger.info(reason)
             return reason
+        self._nvml = nvml
         self._thread = threading.Thread(target=self._run, name="gpu-metrics", daemon=True)
         self._thread.start()
         return None
@@ -100,6 +106,8 @@ class GpuSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            self._thread = None
+            self._nvml.nvmlShutdown()
         self.publish()
 
     def sample(self) -> tuple[float, float]:

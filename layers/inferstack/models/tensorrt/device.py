@@ -9,7 +9,7 @@ without initialising CUDA. Calls as documented for nvidia-ml-py
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -29,18 +29,30 @@ class GpuProbe(NamedTuple):
     reason: str  # why there is none; "" when there is one
 
 
+def open_nvml(binding: Any = None) -> tuple[Any, str]:
+    """NVML started: (nvidia-ml-py's `pynvml`, or `binding` when given, ""), or (None, why
+    not). The one place the GPU probe and the GPU metrics sampler start NVML; each call is
+    paired with an nvmlShutdown (NVML counts them)."""
+    if binding is None:
+        try:
+            import pynvml
+        except ImportError:
+            return None, f"{NO_GPU}: NVML's Python binding (nvidia-ml-py) is not installed"
+        binding = pynvml
+    try:
+        binding.nvmlInit()
+    except getattr(binding, "NVMLError", Exception) as exc:
+        # NVMLError_LibraryNotFound without a driver; DriverNotLoaded on a host without GPUs.
+        return None, f"{NO_GPU}: NVML cannot start ({_text(exc)})"
+    return binding, ""
+
+
 def probe_gpu() -> GpuProbe:
     """The first GPU NVML sees (the one CUDA device 0 is on an ECS/SageMaker host, where the
     platform exposes only the GPUs it reserved), or why there is none."""
-    try:
-        import pynvml
-    except ImportError:
-        return GpuProbe(None, f"{NO_GPU}: NVML's Python binding (nvidia-ml-py) is not installed")
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        # NVMLError_LibraryNotFound without a driver; DriverNotLoaded on a host without GPUs.
-        return GpuProbe(None, f"{NO_GPU}: NVML cannot start ({_text(exc)})")
+    pynvml, why_not = open_nvml()
+    if pynvml is None:
+        return GpuProbe(None, why_not)
     try:
         if pynvml.nvmlDeviceGetCount() < 1:
             return GpuProbe(None, f"{NO_GPU}: NVML finds none")
