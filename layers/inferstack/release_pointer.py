@@ -44,6 +44,8 @@ class ReleaseFiles(NamedTuple):
     fp32_path: Path
     reference: Path | None
     settings: dict[str, Any]
+    precision: str = "fp32"  # what `path` holds
+    note: str = ""  # why that is not the precision asked for
 
 
 def is_release_uri(uri: str) -> bool:
@@ -83,20 +85,23 @@ def fetch_release_files(
         location = S3Location(location.bucket, manifest_key(model, str(record["release"])))
         record = _read_record(cache.client, location)
     original = _fetch_model(cache, location, record)
-    path = original.path
-    if variant != "fp32":
-        entry = (record.get("variants") or {}).get(variant)
-        if not isinstance(entry, dict) or not isinstance(entry.get("artifact", entry), dict):
-            raise ModelLoadError(
-                f"release {original.release} has no {variant} copy: set the model's precision "
-                "before uploading it, or push it again"
-            )
-        artifact = entry.get("artifact", entry)
+    path, precision, note = original.path, "fp32", ""
+    entry = (record.get("variants") or {}).get(variant) if variant != "fp32" else None
+    artifact = entry.get("artifact", entry) if isinstance(entry, dict) else None
+    if isinstance(artifact, dict):
         try:
             path = cache.fetch(_artifact_location(location, artifact))
         except KeyError as exc:
             raise ModelLoadError(f"{location.uri}: its {variant} copy has no {exc}") from exc
         _check_sha256(cache, path, artifact, location)
+        precision = variant
+    elif variant != "fp32":
+        # Released before the model's precision was set: serve what the release has rather
+        # than fail a deploy (the promoter makes the copy for the next release).
+        note = (
+            f"release {original.release} has no {variant} copy: serving fp32 until a release "
+            "has one (push the model again to make it)"
+        )
     reference = None
     sample = record.get("reference")
     if isinstance(sample, dict) and sample.get("key"):
@@ -108,6 +113,8 @@ def fetch_release_files(
         original.path,
         reference,
         settings if isinstance(settings, dict) else {},
+        precision,
+        note,
     )
 
 

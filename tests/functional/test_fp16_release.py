@@ -6,6 +6,7 @@ promoter stores the copy on moto's S3 and names it in the release manifest.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -25,7 +26,6 @@ from .deployed import upload_event, use_fake_aws, versioned_bucket
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 SIGNATURE = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]}
 BUCKET = "acme-models"
@@ -85,6 +85,17 @@ def test_values_past_fp16s_range_refuse_the_copy_with_the_numbers(tmp_path: Path
     with pytest.raises(ReleaseError, match=r"answers differently: output 'y' differs by") as err:
         make_fp16_copy(source, tmp_path / "big16.onnx", SIGNATURE, None)
     assert "constants clamped" in str(err.value) and "keep precision fp32" in str(err.value)
+
+
+def test_a_copy_the_converter_leaves_inconsistent_is_refused_not_stored(tmp_path: Path) -> None:
+    """The onnx package's light_squeezenet makes its weights with ConstantOfShape: the
+    converter turns the graph's types to FP16 but not those FP32 constants, a copy that no
+    runtime loads (TensorRT would fail the rollout at the engine build)."""
+    source = Path(onnx.__file__).parent / "backend/test/data/light/light_squeezenet.onnx"
+    signature = {"inputs": [{"name": "data_0", "datatype": "FP32", "shape": [1, 3, 224, 224]}]}
+    with pytest.raises(ReleaseError, match=r"the FP16 copy is not a valid model \(") as err:
+        make_fp16_copy(source, tmp_path / "squeezenet16.onnx", signature, None)
+    assert "elem type differs" in str(err.value) and "keep precision fp32" in str(err.value)
 
 
 # ------------------------------------------------------------------ through the promoter

@@ -71,6 +71,7 @@ def test_the_fp16_copy_reference_and_settings_come_from_the_manifest(s3: S3Clien
     files = fetch_release_files(LIVE_URI, variant="fp16")
     assert files.release == "r3"
     assert files.path.read_bytes() == FP16
+    assert (files.precision, files.note) == ("fp16", "")
     assert files.fp32_path.read_bytes() == DEMO_MODEL.read_bytes()
     assert files.reference is not None
     assert np.load(files.reference).shape == (2, 13)
@@ -80,12 +81,18 @@ def test_the_fp16_copy_reference_and_settings_come_from_the_manifest(s3: S3Clien
     assert fetch_release(LIVE_URI).path == fp32.path  # the existing reader is unchanged
 
 
-def test_a_release_without_the_asked_copy_says_what_to_do(s3: S3Client) -> None:
+def test_a_release_from_before_fp16_was_asked_serves_fp32_and_says_so(s3: S3Client) -> None:
+    """A deploy that switches a model to fp16 must not fail on the live release the promoter
+    made before: it serves that release's FP32 model until a release has a copy."""
     publish(s3, {})
-    with pytest.raises(ModelLoadError, match="release r3 has no fp16 copy: set the model's"):
-        fetch_release_files(LIVE_URI, variant="fp16")
-    files = fetch_release_files(LIVE_URI)
-    assert files.reference is None and files.settings == {}
+    files = fetch_release_files(LIVE_URI, variant="fp16")
+    assert files.path.read_bytes() == DEMO_MODEL.read_bytes() and files.precision == "fp32"
+    assert files.note == (
+        "release r3 has no fp16 copy: serving fp32 until a release has one "
+        "(push the model again to make it)"
+    )
+    plain = fetch_release_files(LIVE_URI)
+    assert plain.reference is None and plain.settings == {} and plain.note == ""
 
 
 def test_a_tampered_fp16_copy_is_refused(s3: S3Client) -> None:

@@ -69,6 +69,16 @@ def make_fp16_copy(
         onnx.save(copy, str(out))
     except Exception as exc:
         raise ReleaseError(f"the FP16 copy could not be made: {type(exc).__name__}: {exc}") from exc
+    try:
+        # Type and shape inference over the whole copy: the converter can leave a node's
+        # output FP32 where its consumers now expect FP16 (weights made by ConstantOfShape),
+        # a copy no runtime loads. The path form also checks models over 2 GB.
+        onnx.checker.check_model(str(out), full_check=True)
+    except Exception as exc:
+        raise ReleaseError(
+            f"the FP16 copy is not a valid model ({type(exc).__name__}: {exc}); "
+            "keep precision fp32"
+        ) from exc
     inputs, checked_on = _check_inputs(signature, reference)
     try:
         expected = _run(model_path, inputs)

@@ -81,6 +81,8 @@ class TensorRTModel(Model):
         if gpu.identity is None:
             raise ModelLoadError(gpu.reason)
         files = self._files()
+        if files.note:
+            logger.warning("model %s: %s", self.name, files.note)
         cpu = OnnxModel(self.name, files.fp32_path, warmup=False)
         cpu.load()
         self.inputs, self.outputs = cpu.inputs, cpu.outputs
@@ -93,13 +95,14 @@ class TensorRTModel(Model):
         engine = self._engine_for(files, profiles, gpu.identity)
         try:  # a failed check or warm-up frees the new engine's GPU memory at once
             actual = engine.run(sample, [spec.name for spec in self.outputs])
-            problem = mismatch(expected, actual, self.precision)
+            problem = mismatch(expected, actual, files.precision)
             if problem:
                 raise ModelLoadError(f"TensorRT's outputs differ from ONNX Runtime's: {problem}")
             engine.run(synthetic_inputs(self.inputs, profiles), engine.outputs)  # warm-up
         except BaseException:
             engine.close()
             raise
+        self.build_info["precision"] = files.precision
         self.build_info["load_check"] = {
             "on": checked_on,
             "max_abs_error": max_abs_error(expected, actual),
@@ -107,6 +110,9 @@ class TensorRTModel(Model):
         # A reload (a new release) swaps engines; the old one is freed once its run ends.
         previous, self._engine, self._profiles = self._engine, engine, profiles
         self.batchable, self.max_rows = profiles.batchable, profiles.max_rows
+        self.unbatchable_reason = cpu.unbatchable_reason
+        if not profiles.batchable and self.unbatchable_reason is None:
+            self.unbatchable_reason = f"its profile takes at most {profiles.max_rows} row"
         if previous is not None:
             previous.close()
 
@@ -165,7 +171,7 @@ class TensorRTModel(Model):
             gpu_name=gpu.name,
             compute_capability=gpu.compute_capability,
             machine=platform.machine(),
-            precision=self.precision,
+            precision=files.precision,
             profiles=profiles.as_json(),
             workspace_bytes=min(MAX_WORKSPACE, gpu.memory_bytes // 2),
             builder_optimization_level=OPTIMIZATION_LEVEL,
