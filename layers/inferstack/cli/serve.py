@@ -77,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
         "--max-queue-size",
         type=int,
         metavar="N",
-        help="requests waiting per model before 429 (INFERSTACK_MAX_QUEUE_SIZE; 128)",
+        help="requests waiting (batching) or in flight per model before 429 "
+        "(INFERSTACK_MAX_QUEUE_SIZE; 128)",
     )
     serve.add_argument(
         "--queue-timeout-us",
