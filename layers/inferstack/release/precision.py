@@ -76,8 +76,7 @@ def make_fp16_copy(
         onnx.checker.check_model(str(out), full_check=True)
     except Exception as exc:
         raise ReleaseError(
-            f"the FP16 copy is not a valid model ({type(exc).__name__}: {exc}); "
-            "keep precision fp32"
+            f"the FP16 copy is not a valid model ({type(exc).__name__}: {exc}); keep precision fp32"
         ) from exc
     inputs, checked_on = _check_inputs(signature, reference)
     try:
