@@ -71,7 +71,12 @@ METRIC_LATENCY = "Latency"
 METRIC_MODEL_LATENCY = "ModelLatency"
 METRIC_REQUEST_BYTES = "RequestBytes"
 METRIC_RESPONSE_BYTES = "ResponseBytes"
-METRIC_COLD_START = "ColdStart"
+METRIC_COLD_START = "ColdStart"  # 1 on the first request of every new execution environment
+# 1 on the first request of an environment restored from a SnapStart snapshot (a subset of
+# ColdStart: initialized = ColdStart - RestoredStart).
+METRIC_RESTORED_START = "RestoredStart"
+# Lambda's own "Restore Duration" (ms) of a restored environment, from its REPORT log line.
+METRIC_RESTORE_DURATION = "RestoreDuration"
 METRIC_ERRORS = "Errors"
 # 1 when a request was answered 5xx, else 0, in the per-request document (by model_version):
 # the Lambda canary reads its own version's error rate from it.
