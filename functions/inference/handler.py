@@ -4,7 +4,9 @@ Configured by the environment, read into inferstack.settings.Settings like every
 INFERSTACK_MODEL_NAME and INFERSTACK_MODEL_URI (a path in the image or
 s3://bucket/key?versionId=v) and the optional settings. A malformed setting stops the
 init with a ConfigurationError that names the variable. The model loads here, at module
-scope, during Lambda's init phase, once per execution environment.
+scope, during Lambda's init phase, once per execution environment. Under SnapStart that init
+runs once per published version, before the snapshot; the runtime's hooks (inferstack.snapstart,
+run by the base image's runtime client) refresh each restored environment.
 """
 
 # numpy and onnxruntime first, on purpose: reached later through the runtime's import

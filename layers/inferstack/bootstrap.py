@@ -52,7 +52,14 @@ def lambda_entry_from_env(environ: Mapping[str, str] | None = None) -> LambdaEnt
     """Load the function's model now (during Lambda's init phase) and return the handler.
 
     Everything is read from `environ` (default: os.environ), so a test can pass a mapping.
+    Under SnapStart the model is thus loaded and warmed before the snapshot, and the
+    after-restore hook (inferstack.snapstart) refreshes what each environment needs its own of.
     """
+    import os
+
+    from inferstack import snapstart
+
+    environ = os.environ if environ is None else environ
     settings = Settings.from_env(environ)
     config = settings.model
     telemetry = telemetry_for(settings)
@@ -74,6 +81,7 @@ def lambda_entry_from_env(environ: Mapping[str, str] | None = None) -> LambdaEnt
         telemetry=telemetry,
         capture=capture_for(settings),
     )
+    snapstart.register(dataplane, environ)
     return LambdaEntry(dataplane, base_path=settings.base_path, log=telemetry.logger)
 
 

@@ -100,6 +100,13 @@ class Capture:
         # give every restored environment the same draws and event ids.
         self._event_prefix, self._events = b"", 0
 
+    def reset(self) -> None:
+        """Draw again: called after a SnapStart restore (inferstack.snapstart), so that
+        environments restored from one snapshot neither sample the same requests nor write
+        the same eventIds, whatever was drawn before the snapshot."""
+        self._draws, self._at = (), 0
+        self._event_prefix, self._events = b"", 0
+
     def sampled(self) -> bool:
         """One draw: True for a share `rate` of calls."""
         # Hosts draw from one thread (the Lambda handler, the server's event loop).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -191,6 +192,18 @@ def _default_s3_client() -> S3Client:
     # gateway endpoint does not serve.
     region = os.environ.get(ENV_AWS_DEFAULT_REGION) or os.environ.get(ENV_AWS_REGION) or None
     return boto3.client("s3", region_name=region)
+
+
+def forget_aws_clients() -> None:
+    """Drop boto3's default session, which init used for the model download: it keeps the
+    credentials it resolved then. After a SnapStart restore the next client (a release
+    re-check) then resolves credentials and opens connections of its own rather than the
+    snapshot's (https://docs.aws.amazon.com/lambda/latest/dg/snapstart-runtime-hooks-custom.html).
+    No client outlives its download here (S3ModelCache is made per fetch)."""
+    if "boto3" in sys.modules:  # never imported for a model baked into the image
+        import boto3
+
+        boto3.DEFAULT_SESSION = None
 
 
 def download_error(location: S3Location, exc: Exception) -> ModelLoadError:

@@ -36,6 +36,7 @@ from inferstack.names import (
     METRIC_REQUEST_BYTES,
     METRIC_REQUESTS,
     METRIC_RESPONSE_BYTES,
+    METRIC_RESTORED_START,
     METRIC_SERVER_ERRORS,
     METRICS_NAMESPACE,
     SERVICE_NAME,
@@ -133,6 +134,16 @@ class Telemetry:
     def trace(self, name: str) -> AbstractContextManager[Any]:
         return nullcontext()
 
+    def restored(self) -> None:
+        """The environment was restored from a SnapStart snapshot (inferstack.snapstart):
+        its next request is its first."""
+
+
+# The start metrics of an environment's first request: every new environment's, and a
+# restored one's (a subset of ColdStart; initialized = ColdStart - RestoredStart).
+_INITIALIZED = (METRIC_COLD_START,)
+_RESTORED = (METRIC_COLD_START, METRIC_RESTORED_START)
+
 
 class PowertoolsTelemetry(Telemetry):
     """EMF metrics + structured JSON logs (+ X-Ray subsegments when tracing is on)."""
@@ -162,7 +173,8 @@ class PowertoolsTelemetry(Telemetry):
         self.metrics.set_default_dimensions(**{DIM_ENVIRONMENT: self.environment})
         # Bound once: the per-request path should not go through the import machinery.
         self._units = MetricUnit
-        self._cold = True
+        # What the next request counts as a start (empty once one has been served).
+        self._start: tuple[str, ...] = _INITIALIZED
         self._emf_templates: dict[tuple[Any, ...], dict[str, Any]] = {}
         if tracing is None:
             tracing = env_flag(env, ENV_TRACING, default=False)
@@ -178,11 +190,11 @@ class PowertoolsTelemetry(Telemetry):
         # (_emf_template) and each request fills in its values and timestamp. Building it
         # with add_metric/flush_metrics per request cost ~100 us of the ~250 us a warm
         # Lambda request takes (benchmarks/warm_overhead.py); this costs ~5 us.
-        shape = (record.model, record.model_version, record.model_ms is not None, self._cold)
+        shape = (record.model, record.model_version, record.model_ms is not None, self._start)
         template = self._emf_templates.get(shape)
         if template is None:
             template = self._emf_templates[shape] = self._emf_template(record)
-        self._cold = False
+        self._start = ()
         if template:
             document = template.copy()
             # Milliseconds since the epoch, as Powertools and the EMF specification have it.
@@ -214,8 +226,8 @@ class PowertoolsTelemetry(Telemetry):
         metrics.add_metric(METRIC_REQUEST_BYTES, unit.Bytes, 0)
         metrics.add_metric(METRIC_RESPONSE_BYTES, unit.Bytes, 0)
         metrics.add_metric(METRIC_SERVER_ERRORS, unit.Count, 0)
-        if self._cold:
-            metrics.add_metric(METRIC_COLD_START, unit.Count, 1)
+        for name in self._start:
+            metrics.add_metric(name, unit.Count, 1)
         # POWERTOOLS_METRICS_DISABLED / POWERTOOLS_DEV silence flush_metrics; so here.
         template = {} if is_metrics_disabled() else dict(metrics.serialize_metric_set())
         metrics.clear_metrics()
@@ -238,6 +250,11 @@ class PowertoolsTelemetry(Telemetry):
         if self.tracer is None:
             return nullcontext()
         return self.tracer.provider.in_subsegment(name=name)
+
+    def restored(self) -> None:
+        # Once, by the after-restore hook; record() reads this attribute on every request
+        # anyway, so a restore adds no work to any request.
+        self._start = _RESTORED
 
 
 def write_line(line: str, *, flush: bool = False) -> None:

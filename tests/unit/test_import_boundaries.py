@@ -27,6 +27,7 @@ SERVING = [
     "release_pointer.py",
     "sagemaker.py",
     "settings.py",
+    "snapstart.py",
     "sources.py",
     "telemetry.py",
     "models",
