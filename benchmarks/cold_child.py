@@ -10,7 +10,8 @@
     cold_child.py profile EVENT_JSON BODY_FILE
         (diagnostic, not the measured candidate) the steps of
         inferstack.bootstrap.lambda_entry_from_env one by one, each timed, then the
-        request; prints `BENCH-PROFILE {json}` before the success line.
+        request; prints `BENCH-PROFILE {json}` before the success line. A release URI
+        (s3://.../live.json) adds the model's fetch as a step of its own.
 
 Both print the same success line, `BENCH-OK <t_start> <t_ready> <t_done>`, with
 time.perf_counter() readings (CLOCK_MONOTONIC on Linux, so the parent can compare
@@ -89,7 +90,9 @@ def profile(event_path: str, body_path: str) -> float:
     from inferstack.aws_lambda import LambdaEntry
     from inferstack.dataplane import DataPlane
     from inferstack.models import ModelRepository, OnnxModel
+    from inferstack.release_pointer import fetch_release, is_release_uri
     from inferstack.settings import Settings
+    from inferstack.snapstart import register as register_snapshot_hooks
     from inferstack.telemetry import PowertoolsTelemetry
 
     mark("import inferstack modules")
@@ -99,7 +102,14 @@ def profile(event_path: str, body_path: str) -> float:
     settings = Settings.from_env()
     telemetry = PowertoolsTelemetry()
     mark("settings + PowertoolsTelemetry()")
-    model = OnnxModel(settings.model.name, settings.model.uri, settings.model.version)
+    uri = settings.model.uri
+    if is_release_uri(uri):  # deployed: the live release from S3 (benchmarks/snapstart.py)
+        import boto3  # noqa: F401
+
+        mark("import boto3")
+        uri = str(fetch_release(uri, cache_dir=settings.cache_dir).path)
+        mark("model fetch (S3)")
+    model = OnnxModel(settings.model.name, uri, settings.model.version)
     model.warmup = False
     repository = ModelRepository([model])
     repository.load_all()
@@ -111,6 +121,8 @@ def profile(event_path: str, body_path: str) -> float:
         repository, max_request_bytes=settings.max_request_bytes, telemetry=telemetry
     )
     handler = LambdaEntry(dataplane, base_path=settings.base_path, log=telemetry.logger)
+    if register_snapshot_hooks(dataplane, os.environ):  # a SnapStart init only
+        mark("snapshot hooks registered")
     ready = time.perf_counter()
 
     class Context:

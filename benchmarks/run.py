@@ -21,6 +21,7 @@ from benchmarks.common import RESULTS_DIR, Config, machine_info, machine_line, v
 
 BENCHMARKS = (
     "cold_start",
+    "snapstart",
     "warm_overhead",
     "codec",
     "server_load",
