@@ -64,6 +64,16 @@ CANARY_BAKE_MAX_MINUTES = 40
 SAGEMAKER_ENDPOINT_NAME_MAX = 63
 # Share of a model's requests captured for the drift check unless its capture_rate says.
 DEFAULT_CAPTURE_RATE = 0.1
+# Lambda SnapStart's limits (https://docs.aws.amazon.com/lambda/latest/dg/snapstart.html,
+# "Supported features and limitations"): "SnapStart does not support provisioned concurrency,
+# Amazon Elastic File System (Amazon EFS), or ephemeral storage greater than 512 MB" (arm64 is
+# no longer among them; the kit uses no EFS). The model cache lives in /tmp
+# (inferstack.constants.DEFAULT_CACHE_DIR), so a SnapStart model's upload bound leaves the
+# runtime 64 MB of the 512 beside it.
+SNAPSTART_DOCS = "https://docs.aws.amazon.com/lambda/latest/dg/snapstart.html"
+SNAPSTART_MAX_EPHEMERAL_MB = 512
+SNAPSTART_TMP_HEADROOM_MB = 64
+SNAPSTART_MAX_MODEL_MB = SNAPSTART_MAX_EPHEMERAL_MB - SNAPSTART_TMP_HEADROOM_MB
 
 
 def sagemaker_endpoint_name(environment: str, model: str) -> str:
@@ -92,6 +102,14 @@ class Target(StrEnum):
 class RemovalPolicy(StrEnum):
     DESTROY = "destroy"
     RETAIN = "retain"
+
+
+class ColdStart(StrEnum):
+    """How a Lambda model's new execution environments start (README, "Deploy")."""
+
+    ON_DEMAND = "on_demand"  # each new environment runs the whole init (model download, load)
+    SNAPSTART = "snapstart"  # restored from a snapshot taken when a version is published
+    PROVISIONED = "provisioned"  # provisioned_concurrency environments kept initialized
 
 
 class AuthMode(StrEnum):
@@ -258,10 +276,30 @@ class LambdaModel(ModelBase):
     architecture: Literal["x86_64", "arm64"] = "arm64"
     reserved_concurrency: Annotated[int, Field(ge=1)] | None = None
     provisioned_concurrency: Annotated[int, Field(ge=0)] = 0
+    # Default: "provisioned" when provisioned_concurrency > 0, else "on_demand" (_cold_start).
+    cold_start: ColdStart = ColdStart.ON_DEMAND
+    # Default 1024 MB; 512 MB (SnapStart's most) with cold_start = "snapstart".
     ephemeral_storage_mb: Annotated[int, Field(ge=512, le=10240)] = 1024
     # A `[models.canary]` table turns it on (its keys have defaults); without one a release
     # takes the whole alias once its smoke test passes.
     canary: Canary | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cold_start_defaults(cls, data: Any) -> Any:
+        """The defaults that follow from cold_start, filled in before validation (the model
+        is frozen): files written before the key existed keep meaning what they meant."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        provisioned = data.get("provisioned_concurrency", 0)
+        if "cold_start" not in data:
+            has_provisioned = isinstance(provisioned, int) and provisioned > 0
+            data["cold_start"] = ColdStart.PROVISIONED if has_provisioned else ColdStart.ON_DEMAND
+        if data["cold_start"] == ColdStart.SNAPSTART:
+            data.setdefault("ephemeral_storage_mb", SNAPSTART_MAX_EPHEMERAL_MB)
+            data.setdefault("max_model_mb", SNAPSTART_MAX_MODEL_MB)
+        return data
 
     @field_validator("timeout_s")
     @classmethod
@@ -280,6 +318,52 @@ class LambdaModel(ModelBase):
         if reserved is not None and self.provisioned_concurrency > reserved:
             raise ValueError("provisioned_concurrency cannot exceed reserved_concurrency")
         return self
+
+    @model_validator(mode="after")
+    def _cold_start_fits(self) -> LambdaModel:
+        problems = self._cold_start_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _cold_start_problems(self) -> list[str]:
+        provisioned = self.provisioned_concurrency
+        if self.cold_start is ColdStart.PROVISIONED and provisioned == 0:
+            return [
+                "cold_start = 'provisioned' needs provisioned_concurrency >= 1 (the number of "
+                "environments kept initialized)"
+            ]
+        if self.cold_start is ColdStart.ON_DEMAND and provisioned > 0:
+            return [
+                f"cold_start = 'on_demand' with provisioned_concurrency = {provisioned}: set "
+                "cold_start = 'provisioned', or remove provisioned_concurrency"
+            ]
+        if self.cold_start is not ColdStart.SNAPSTART:
+            return []
+        problems = []
+        if provisioned > 0:
+            problems.append(
+                f"cold_start = 'snapstart' with provisioned_concurrency = {provisioned}: AWS "
+                "Lambda SnapStart does not support provisioned concurrency "
+                f"({SNAPSTART_DOCS}); remove provisioned_concurrency, or set "
+                "cold_start = 'provisioned'"
+            )
+        if self.ephemeral_storage_mb > SNAPSTART_MAX_EPHEMERAL_MB:
+            problems.append(
+                f"cold_start = 'snapstart' with ephemeral_storage_mb = "
+                f"{self.ephemeral_storage_mb}: AWS Lambda SnapStart does not support ephemeral "
+                f"storage over {SNAPSTART_MAX_EPHEMERAL_MB} MB ({SNAPSTART_DOCS}); remove "
+                "ephemeral_storage_mb (it defaults to 512 with SnapStart)"
+            )
+        if self.max_model_mb is not None and self.max_model_mb > SNAPSTART_MAX_MODEL_MB:
+            problems.append(
+                f"cold_start = 'snapstart' with max_model_mb = {self.max_model_mb}: the model "
+                f"is cached in /tmp, which SnapStart limits to {SNAPSTART_MAX_EPHEMERAL_MB} MB "
+                f"({SNAPSTART_DOCS}); at most {SNAPSTART_MAX_MODEL_MB} "
+                f"({SNAPSTART_TMP_HEADROOM_MB} MB stay free for the runtime). Use cold_start = "
+                "'provisioned' or 'on_demand' for a larger model"
+            )
+        return problems
 
 
 # SageMaker's ContainerStartupHealthCheckTimeoutInSeconds range, 60-3600

@@ -1,7 +1,9 @@
 """CPU models on Lambda: one container-image function + alias `live` per model.
 
 The stack passes in the image (images.inference_image, one per architecture); the
-function's log group and execution role are the shared ones from function.py.
+function's log group and execution role are the shared ones from function.py. A model with
+cold_start = "snapstart" gets Lambda SnapStart on its published versions, and a metric
+filter that turns Lambda's "Restore Duration" into a metric.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from inferstack.names import (
@@ -19,20 +23,65 @@ from inferstack.names import (
     ENV_MODEL_NAME,
     ENV_MODEL_URI,
     ENV_POWERTOOLS_SERVICE,
+    METRIC_RESTORE_DURATION,
     METRICS_NAMESPACE,
     SERVICE_NAME,
 )
+from infra.config import ColdStart
 from infra.constructs.capture import CaptureDelivery
 from infra.constructs.common import suppress_object_wildcards
 from infra.constructs.function import execution_role, function_log_group
 from infra.constructs.images import lambda_architecture
 from infra.constructs.model_store import model_read_prefixes
+from infra.constructs.monitoring import restore_duration_namespace
 
 if TYPE_CHECKING:
     from infra.config import Environment, LambdaModel
     from infra.constructs.model_store import ModelStore
 
 LIVE_ALIAS = "live"
+# CDK warns that SnapStart applies to published versions only; the alias serves one.
+_SNAPSTART_PUBLISH_WARNING = "@aws-cdk/aws-lambda:snapStartRequirePublish"
+# Lambda's REPORT line of an invocation in a restored environment (text log format, the
+# functions' default: function.py sets no LoggingConfig), e.g.
+#   REPORT RequestId: <id>  Duration: 2.05 ms  Billed Duration: 3 ms  Memory Size: 1024 MB
+#   Max Memory Used: 150 MB  Restore Duration: 474.16 ms  Billed Restore Duration: 257 ms
+# "When a new execution environment is created, the REPORT includes the Restore Duration and
+# Billed Restore Duration fields" and no Init Duration
+# (https://docs.aws.amazon.com/lambda/latest/dg/snapstart-monitoring.html). As a
+# space-delimited pattern: one name per field, the restore fields pinned by their labels.
+REPORT_FIELDS = (
+    "type",
+    "request_id_label",
+    "request_id",
+    "duration_label",
+    "duration",
+    "duration_unit",
+    "billed_word",
+    "billed_label",
+    "billed",
+    "billed_unit",
+    "memory_word",
+    "memory_label",
+    "memory_size",
+    "memory_unit",
+    "max_word",
+    "max_memory_word",
+    "max_memory_label",
+    "max_memory_used",
+    "max_memory_unit",
+    "restore_word",
+    "restore_label",
+    "restore_ms",
+    "restore_unit",
+    "...",
+)
+REPORT_LITERALS = {
+    "type": "REPORT",
+    "restore_word": "Restore",
+    "restore_label": "Duration:",
+    "restore_unit": "ms",
+}
 
 
 class LambdaInference(Construct):
@@ -57,6 +106,20 @@ class LambdaInference(Construct):
             description=f"InferStack {config.name}: inference function for {model.name}",
         )
 
+        # SnapStart snapshots the initialized environment of each PUBLISHED version (AWS::
+        # Lambda::Function SnapStart, ApplyOn PublishedVersions: https://docs.aws.amazon.com/
+        # AWSCloudFormation/latest/TemplateReference/aws-properties-lambda-function-snapstart.html).
+        # An image on Lambda's Python 3.12+ base image needs nothing more: "Lambda coordinates
+        # the lifecycle for you" (https://docs.aws.amazon.com/lambda/latest/dg/
+        # snapstart-runtime-hooks-custom.html). aws-cdk-lib 2.275.0 accepts it for
+        # Runtime.FROM_IMAGE (Function.configureSnapStart refuses only other runtimes without
+        # SnapStart) and itself refuses EFS and ephemeral storage over 512 MB; config.py
+        # (LambdaModel) refuses provisioned concurrency, which lives on the alias.
+        snap_start = (
+            lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS
+            if model.cold_start is ColdStart.SNAPSTART
+            else None
+        )
         self.function = lambda_.DockerImageFunction(
             self,
             "Function",
@@ -86,9 +149,20 @@ class LambdaInference(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
             role=role,
+            snap_start=snap_start,
         )
+        if snap_start is not None:
+            cdk.Annotations.of(self.function).acknowledge_warning(
+                _SNAPSTART_PUBLISH_WARNING,
+                f"the alias {LIVE_ALIAS!r} serves a published version (current_version)",
+            )
         # Traffic goes through the alias, so provisioned concurrency stays warm across
-        # the versions the promoter publishes.
+        # the versions the promoter publishes. With SnapStart the alias serves a published
+        # version, so every environment behind it is restored from that version's snapshot;
+        # a published SnapStart version is Pending until its snapshot is ready, then Active
+        # (https://docs.aws.amazon.com/lambda/latest/dg/snapstart-activate.html#snapstart-function-states),
+        # and CloudFormation waits on Lambda's function states
+        # (https://aws.amazon.com/blogs/compute/coming-soon-expansion-of-aws-lambda-states-to-all-functions/).
         self.alias = lambda_.Alias(
             self,
             "Live",
@@ -96,6 +170,11 @@ class LambdaInference(Construct):
             version=self.function.current_version,
             description=f"The version of {model.name} that serves traffic",
             provisioned_concurrent_executions=model.provisioned_concurrency or None,
+        )
+        self.restore_duration = (
+            restore_duration_filter(self, config=config, model=model, log_group=log_group)
+            if snap_start is not None
+            else None
         )
         # Captured requests leave through the function's log group (infra/constructs/capture.py).
         self.capture = (
@@ -112,3 +191,27 @@ class LambdaInference(Construct):
             f"({', '.join(p + '*' for p in prefixes)}): release ids and content hashes in "
             "the keys are not known at deploy time.",
         )
+
+
+def restore_duration_filter(
+    scope: Construct, *, config: Environment, model: LambdaModel, log_group: logs.ILogGroup
+) -> logs.MetricFilter:
+    """Lambda's Restore Duration (ms) of each restored environment, from the REPORT line.
+
+    Published without dimensions under the model's own namespace
+    (monitoring.restore_duration_namespace): a metric filter's dimensions take their values
+    from the log event, and the REPORT line carries no model or environment.
+    """
+    pattern = logs.FilterPattern.space_delimited(*REPORT_FIELDS)
+    for field, value in REPORT_LITERALS.items():
+        pattern = pattern.where_string(field, "=", value)
+    return logs.MetricFilter(
+        scope,
+        "RestoreDuration",
+        log_group=log_group,
+        filter_pattern=pattern,
+        metric_namespace=restore_duration_namespace(config.name, model.name),
+        metric_name=METRIC_RESTORE_DURATION,
+        metric_value="$restore_ms",
+        unit=cloudwatch.Unit.MILLISECONDS,
+    )

@@ -45,11 +45,14 @@ from inferstack.names import (
     METRIC_REQUEST_BYTES,
     METRIC_REQUESTS,
     METRIC_RESPONSE_BYTES,
+    METRIC_RESTORE_DURATION,
+    METRIC_RESTORED_START,
     METRIC_SERVER_ERRORS,
     METRICS_NAMESPACE,
     SERVICE_NAME,
 )
 from inferstack.telemetry import ERROR_CLASSES
+from infra.config import ColdStart
 from infra.constructs.common import removal_policy, rest_api_name
 
 if TYPE_CHECKING:
@@ -89,6 +92,8 @@ METRIC_DIMENSIONS: dict[str, tuple[frozenset[str], ...]] = {
             METRIC_REQUEST_BYTES,
             METRIC_RESPONSE_BYTES,
             METRIC_COLD_START,
+            # With ColdStart on a restored environment's first request (SnapStart).
+            METRIC_RESTORED_START,
             # 1 per 5xx answer: the Lambda canary's own error rate (release/rollout/canary.py).
             METRIC_SERVER_ERRORS,
         )
@@ -268,8 +273,6 @@ class Monitoring(Construct):
             description=f"{model.name}: Lambda throttles >= {model.alarms.throttles} in 5 minutes",
         )
         name, env = model.name, self.config.name
-        # Across model versions: only SEARCH can sum a metric over a dimension's values.
-        cold_starts = _search(METRIC_COLD_START, env, name, "Sum", label="cold starts")
         self.dashboard.add_widgets(
             *self._api_widgets(model),
             _graph(
@@ -301,9 +304,42 @@ class Monitoring(Construct):
                     )
                 ],
             ),
-            _graph(f"{name}: cold starts (ColdStart)", [cold_starts]),
+            self._new_environments(model),
         )
+        if model.cold_start is ColdStart.SNAPSTART:
+            self.dashboard.add_widgets(
+                _graph(
+                    f"{name}: SnapStart restore duration (ms)",
+                    [restore_duration(env, name, s) for s in ("p50", "p99", "Maximum")],
+                )
+            )
         self._capture_skipped(model)
+
+    def _new_environments(self, model: LambdaModel) -> cloudwatch.GraphWidget:
+        """New execution environments by how they started: initialized (the whole init ran:
+        on demand, or provisioned) or restored from a SnapStart snapshot. The runtime counts
+        ColdStart on every environment's first request and RestoredStart on a restored one's
+        (inferstack.telemetry), so initialized = ColdStart - RestoredStart."""
+        name, env = model.name, self.config.name
+        # Across model versions: only SEARCH can sum a metric over a dimension's values;
+        # FILL(.., 0): a model that never restores has no RestoredStart series at all.
+        using: dict[str, cloudwatch.IMetric] = {
+            "cold": _search(METRIC_COLD_START, env, name, "Sum", label="ColdStart"),
+            "restored": _search(METRIC_RESTORED_START, env, name, "Sum", label="RestoredStart"),
+        }
+        initialized = cloudwatch.MathExpression(
+            expression="FILL(SUM(cold), 0) - FILL(SUM(restored), 0)",
+            using_metrics=using,
+            label="initialized (ColdStart - RestoredStart)",
+            period=PERIOD,
+        )
+        restored = cloudwatch.MathExpression(
+            expression="FILL(SUM(restored), 0)",
+            using_metrics={"restored": using["restored"]},
+            label="restored from snapshot (RestoredStart)",
+            period=PERIOD,
+        )
+        return _graph(f"{name}: new environments (cold starts)", [initialized, restored])
 
     def add_sagemaker_model(
         self, model: SageMakerModel, endpoint_name: str, variant_name: str
@@ -711,6 +747,29 @@ def inferstack_metric(
         dimensions_map=dimensions,
         statistic=statistic,
         period=period,
+    )
+
+
+def restore_duration_namespace(environment: str, model: str) -> str:
+    """Where a SnapStart model's RestoreDuration metric filter publishes (lambda_model.py).
+
+    A metric filter's dimension values must be fields of the log event ("The log event field
+    that will contain the value for this dimension", https://docs.aws.amazon.com/
+    AWSCloudFormation/latest/UserGuide/aws-properties-logs-metricfilter-dimension.html), and
+    Lambda's REPORT line names neither the environment nor the model: the namespace does.
+    """
+    return f"{NAMESPACE}/SnapStart/{environment}/{model}"
+
+
+def restore_duration(environment: str, model: str, statistic: str) -> cloudwatch.Metric:
+    """Lambda's own Restore Duration (ms) of a SnapStart model's restored environments."""
+    return cloudwatch.Metric(
+        namespace=restore_duration_namespace(environment, model),
+        metric_name=METRIC_RESTORE_DURATION,
+        statistic=statistic,
+        period=PERIOD,
+        unit=cloudwatch.Unit.MILLISECONDS,
+        label=f"Restore Duration {statistic}",
     )
 
 
