@@ -238,7 +238,6 @@ class ModelPromoter(Construct):
             iam.PolicyStatement(
                 actions=[
                     "lambda:GetFunction",
-                    "lambda:GetFunctionConfiguration",
                     "lambda:UpdateFunctionConfiguration",
                     "lambda:PublishVersion",
                     "lambda:GetAlias",
@@ -257,6 +256,17 @@ class ModelPromoter(Construct):
                 actions=["lambda:InvokeFunction"], resources=[f"{function.function_arn}:*"]
             )
         )
+        # The configuration of $LATEST (the pin) and of each published version: its State,
+        # Pending while Lambda snapshots a SnapStart version, then Active or Failed. Lambda
+        # authorizes a call on a version only by a statement on a qualified ARN: "if your
+        # policy references the unqualified ARN, Lambda ... denies requests that reference a
+        # qualified ARN" (https://docs.aws.amazon.com/lambda/latest/dg/lambda-api-permissions-ref.html).
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["lambda:GetFunctionConfiguration"],
+                resources=[function.function_arn, f"{function.function_arn}:*"],
+            )
+        )
         if model.provisioned_concurrency:
             # Provisioned concurrency follows the alias: the rollout is live once the new
             # version's allocation is READY (GetProvisionedConcurrencyConfig on the alias,
@@ -272,7 +282,8 @@ class ModelPromoter(Construct):
         self._invoke_suppressed = True
         self._suppress(
             "AwsSolutions-IAM5",
-            "lambda:InvokeFunction on <function ARN>:* only: the smoke invoke of the versions "
+            "lambda:InvokeFunction and lambda:GetFunctionConfiguration on <function ARN>:* "
+            "only: the smoke invoke and the state (SnapStart snapshot ready) of the versions "
             "the promoter publishes for an inference function of this stack (version numbers "
             "are not known at deploy time).",
             [RegexAppliesTo(regex="/^Resource::<[A-Za-z0-9]+\\.Arn>:\\*$/")],

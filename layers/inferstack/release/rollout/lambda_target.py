@@ -5,7 +5,11 @@ Steps, each leaving the previous release serving if it fails:
    concurrent `cdk deploy` or console edit makes this fail instead of being overwritten),
    wait for the update to finish (function_updated_v2).
 2. Publish a version (RevisionId-guarded again) and wait until it is Active: its execution
-   environments load exactly this release, whatever the live pointer says later.
+   environments load exactly this release, whatever the live pointer says later. A SnapStart
+   function's version stays Pending while Lambda runs its init (the model's download, session
+   and warm-up) and snapshots it, minutes for a large model: the rollout goes on from `check`
+   once it is Active, and a Failed version fails the release with Lambda's reason, the alias
+   untouched (`_await_snapshot`).
 3. Invoke that version directly (the alias still serves the old one): ready, then one
    inference on the release's smoke request; both must answer 200 with this release's id.
 4. Move the alias (RevisionId-guarded). Provisioned concurrency configured on the alias moves
@@ -29,7 +33,8 @@ AWS references: UpdateFunctionConfiguration / PublishVersion / UpdateAlias Revis
 (https://docs.aws.amazon.com/lambda/latest/api/API_UpdateAlias.html), function states and
 waiters (https://docs.aws.amazon.com/lambda/latest/dg/functions-states.html), aliases and
 provisioned concurrency
-(https://docs.aws.amazon.com/lambda/latest/dg/provisioned-concurrency.html).
+(https://docs.aws.amazon.com/lambda/latest/dg/provisioned-concurrency.html), SnapStart's
+version states (https://docs.aws.amazon.com/lambda/latest/dg/snapstart-activate.html#snapstart-function-states).
 """
 
 from __future__ import annotations
@@ -83,9 +88,27 @@ class LambdaRollout(Rollout):
 
     def start(self, release: ReleaseRef) -> Progress:
         try:
-            version = self._publish(release)
+            version, published = self._publish(release)
         except Exception as exc:  # botocore errors and waiter failures alike
             return Progress("failed", f"could not publish a version: {aws_reason(exc)}")
+        if _snapstart(published):
+            state = {
+                "version": version,
+                "stage": SNAPSHOT,
+                "snapshot": {
+                    **release._asdict(),
+                    "since": self.clock(),
+                    # The promoter gives a rollback or a first release no canary; a check
+                    # gets the target as configured, so the choice is kept here.
+                    "canary": self.canary is not None,
+                },
+            }
+            return self._await_snapshot(state, published)
+        return self._serve(release, version, self.canary)
+
+    def _serve(self, release: ReleaseRef, version: str, canary: Canary | None) -> Progress:
+        """The published (Active) version smoke-tested, then the alias moved to it (through
+        `canary` if any)."""
         problem = self._smoke(release, version)
         if problem:
             return Progress(
@@ -96,8 +119,8 @@ class LambdaRollout(Rollout):
         try:
             alias = self.client.get_alias(FunctionName=self.function, Name=self.alias)
             previous = str(alias["FunctionVersion"])
-            if self.canary is not None and previous not in (version, LATEST):
-                return self._begin_canary(release, version, alias, self.canary)
+            if canary is not None and previous not in (version, LATEST):
+                return self._begin_canary(release, version, alias, canary)
             self._route(alias, version)
         except Exception as exc:
             return Progress(
@@ -109,9 +132,11 @@ class LambdaRollout(Rollout):
         return self.check(Progress("in_progress", None, state))
 
     def check(self, progress: Progress) -> Progress:
-        """A canary's bake while it lasts (its state says), then the alias's provisioned
-        concurrency."""
+        """A SnapStart snapshot until it is ready, a canary's bake while it lasts (its state
+        says), then the alias's provisioned concurrency."""
         state = dict(progress.state or {})
+        if state.get("stage") == SNAPSHOT:
+            return self._await_snapshot(state)
         canary = state.get("canary")
         if canary and "passed" not in canary:
             return self._bake(state)
@@ -215,6 +240,52 @@ class LambdaRollout(Rollout):
             state,
         )
 
+    # ------------------------------------------------------------------ SnapStart
+    def _await_snapshot(
+        self, state: dict[str, Any], config: dict[str, Any] | None = None
+    ) -> Progress:
+        """Where the version's snapshot stands (`config`: its configuration, read if not
+        given): Active goes on to the smoke test and the alias, Failed fails the release with
+        Lambda's StateReasonCode and StateReason, Pending waits (the state machine's Check
+        loop; see SNAPSHOT_WAIT_S)."""
+        record, version = state["snapshot"], str(state["version"])
+        try:
+            if config is None:
+                config = self.client.get_function_configuration(
+                    FunctionName=self.function, Qualifier=version
+                )
+        except Exception as exc:  # read again at the next check, within the bound
+            status = f"unknown (could not read it: {aws_reason(exc)})"
+        else:
+            status = str(config.get("State"))
+            if status == "Active":
+                release = ReleaseRef(record["model"], record["release"], record["uri"])
+                return self._serve(release, version, self.canary if record["canary"] else None)
+            if status == "Failed":
+                return Progress(
+                    "failed",
+                    f"snapshot of version {version} failed: "
+                    f"{_state_reason(config) or 'Lambda gave no reason'}; "
+                    f"alias {self.alias} was not moved",
+                    state,
+                )
+            reason = _state_reason(config)
+            status = f"{status} ({reason})" if reason else status
+        waited = self.clock() - float(record["since"])
+        if waited > SNAPSHOT_WAIT_S:
+            return Progress(
+                "failed",
+                f"snapshot of version {version} is not ready after {waited / 60:.0f} min "
+                f"(state {status}); alias {self.alias} was not moved",
+                state,
+            )
+        return Progress(
+            "in_progress",
+            f"SnapStart snapshot of version {version}: Lambda is initializing it (model "
+            f"download, session, warm-up) and snapshotting it; state {status}",
+            state,
+        )
+
     # ------------------------------------------------------------------ provisioned concurrency
     def _provisioned(self, state: dict[str, Any]) -> Progress:
         """Live once the alias's provisioned concurrency (if any) is READY on the new version.
@@ -281,7 +352,8 @@ class LambdaRollout(Rollout):
             return f"could not move alias {self.alias} back: {aws_reason(exc)}"
         return f"alias {self.alias} is back on version {previous}"
 
-    def _publish(self, release: ReleaseRef) -> str:
+    def _publish(self, release: ReleaseRef) -> tuple[str, dict[str, Any]]:
+        """The version published for `release` and PublishVersion's answer (its configuration)."""
         config = self.client.get_function_configuration(FunctionName=self.function)
         variables = dict((config.get("Environment") or {}).get("Variables") or {})
         variables[ENV_MODEL_URI] = release.uri
@@ -303,10 +375,11 @@ class LambdaRollout(Rollout):
             **_guarded(current),
         )
         version = str(published["Version"])
-        self.client.get_waiter("published_version_active").wait(
-            FunctionName=self.function, Qualifier=version
-        )
-        return version
+        if not _snapstart(published):  # Active within seconds: waited for here, as ever
+            self.client.get_waiter("published_version_active").wait(
+                FunctionName=self.function, Qualifier=version
+            )
+        return version, published
 
     def _smoke(self, release: ReleaseRef, version: str) -> str | None:
         """Why the new version is not fit to serve, or None."""
@@ -337,6 +410,30 @@ class LambdaRollout(Rollout):
 
 
 LATEST = "$LATEST"  # an alias on it cannot carry weights
+SNAPSHOT = "snapshot"  # the rollout's stage while a SnapStart version is Pending
+# Why the snapshot is waited for in the state machine's Check loop (every 30 s, as a canary's
+# bake) and not by a waiter inside Start: "When Lambda creates a snapshot, your initialization
+# code can run for up to 15 minutes" (the function's timeout, at least 130 s), and the version
+# stays Pending meanwhile
+# (https://docs.aws.amazon.com/lambda/latest/dg/snapstart-troubleshooting.html#snapstart-creation-latency),
+# longer than the promoter function's own 10-minute timeout. Lambda fails a version whose init
+# runs over; past twice that, the rollout gives up and frees the model's slot (held for hours
+# otherwise).
+SNAPSHOT_WAIT_S = 30 * 60.0
+
+
+def _snapstart(config: dict[str, Any]) -> bool:
+    """Whether a published version is snapshotted: SnapStart on published versions
+    (https://docs.aws.amazon.com/lambda/latest/api/API_SnapStartResponse.html)."""
+    snap = config.get("SnapStart") or {}
+    return snap.get("ApplyOn") == "PublishedVersions" or snap.get("OptimizationStatus") == "On"
+
+
+def _state_reason(config: dict[str, Any]) -> str:
+    """ "<StateReasonCode>: <StateReason>" of a version's configuration
+    (https://docs.aws.amazon.com/lambda/latest/api/API_GetFunctionConfiguration.html)."""
+    code, reason = config.get("StateReasonCode"), config.get("StateReason")
+    return ": ".join(str(part) for part in (code, reason) if part)
 
 
 def _weights(alias: dict[str, Any]) -> dict[str, float]:
