@@ -250,7 +250,10 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "",
         "Left on the request path after a restore (demo model, the handler as deployed, "
         f"{restore['blocks']} blocks of {BLOCK} requests, warm and restored alternating; "
-        "a restored block starts with the after-restore hooks, run by awslambdaric's runner):",
+        "a restored block starts with the after-restore hooks, run by awslambdaric's runner). "
+        "This process served requests before its snapshot, which Lambda's never does: the "
+        "first request of a really restored environment also pays the first-use work that "
+        "the init table's `first request` shows for an initialized one.",
         "",
     ]
     lines += md_table(
