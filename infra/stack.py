@@ -69,6 +69,10 @@ class InferStackStack(cdk.Stack):
                 api.add_lambda_model(model, lambda_model.alias)
                 promoter.allow_lambda_rollout(model, lambda_model.function, lambda_model.alias)
                 monitoring.add_lambda_model(model, lambda_model.function, lambda_model.alias)
+                if lambda_model.keep_active is not None:  # a SnapStart model's weekly ping
+                    monitoring.watch_dead_letters(
+                        f"keep-active-{model.name}", lambda_model.keep_active.dead_letter_queue
+                    )
             elif isinstance(model, SageMakerModel):
                 endpoint = SageMakerEndpoint(
                     self, f"SageMaker-{model.name}", config=config, model=model, store=store

@@ -1,8 +1,9 @@
 """Small helpers the construct modules share.
 
-Removal and retention policies, the dead-letter queue, the nag suppression of prefix-scoped
-object grants (every role that reads or writes the model bucket), and names that several
-constructs must agree on.
+Removal and retention policies, the dead-letter queue, what an EventBridge Scheduler schedule
+that invokes a function needs (its role, its target with retries and dead letters), the nag
+suppression of prefix-scoped object grants (every role that reads or writes the model bucket),
+and names that several constructs must agree on.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 from infra.config import RemovalPolicy
 
 if TYPE_CHECKING:
-    from aws_cdk import aws_iam as iam
     from constructs import Construct
 
     from infra.config import Environment
@@ -78,6 +80,55 @@ def dead_letter_queue(scope: Construct, *, holds: str) -> sqs.Queue:
         ],
     )
     return queue
+
+
+def scheduler_role(
+    scope: Construct, construct_id: str, *, description: str, invokes: str, queue: sqs.IQueue
+) -> iam.Role:
+    """The role EventBridge Scheduler assumes to invoke exactly `invokes` (a function, version
+    or alias ARN) and to send what it could not deliver to `queue`.
+
+    Not grant_invoke: on a function that also allows every version and alias (function:*).
+    """
+    role = iam.Role(
+        scope,
+        construct_id,
+        # The schedule's execution role (https://docs.aws.amazon.com/scheduler/latest/
+        # UserGuide/setting-up.html#setting-up-execution-role), for this account's schedules only.
+        assumed_by=iam.ServicePrincipal(
+            "scheduler.amazonaws.com",
+            conditions={"StringEquals": {"aws:SourceAccount": cdk.Stack.of(scope).account}},
+        ),
+        description=description,
+    )
+    role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[invokes]))
+    queue.grant_send_messages(role)
+    return role
+
+
+def schedule_target(
+    *,
+    arn: str,
+    role: iam.IRole,
+    payload: str,
+    dead_letter_queue: sqs.IQueue,
+    max_event_age_s: int,
+    retries: int,
+) -> scheduler.CfnSchedule.TargetProperty:
+    """A Lambda Invoke target (templated: the function, version or alias ARN) that retries
+    for `max_event_age_s` and then leaves the event in `dead_letter_queue`
+    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/managing-targets-templated.html)."""
+    return scheduler.CfnSchedule.TargetProperty(
+        arn=arn,
+        role_arn=role.role_arn,
+        input=payload,
+        retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
+            maximum_event_age_in_seconds=max_event_age_s, maximum_retry_attempts=retries
+        ),
+        dead_letter_config=scheduler.CfnSchedule.DeadLetterConfigProperty(
+            arn=dead_letter_queue.queue_arn
+        ),
+    )
 
 
 def rest_api_name(env_name: str) -> str:

@@ -37,7 +37,12 @@ from inferstack.names import (
     REPORTS_PREFIX,
     SERVICE_NAME,
 )
-from infra.constructs.common import dead_letter_queue, suppress_object_wildcards
+from infra.constructs.common import (
+    dead_letter_queue,
+    schedule_target,
+    scheduler_role,
+    suppress_object_wildcards,
+)
 from infra.constructs.function import execution_role, function_log_group
 from infra.constructs.images import function_image, lambda_architecture
 
@@ -73,7 +78,6 @@ class DriftCheck(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
-        stack = cdk.Stack.of(self)
 
         log_group = function_log_group(self, "Logs", config=config)
         role = execution_role(
@@ -153,22 +157,13 @@ class DriftCheck(Construct):
         )
 
         # The role EventBridge Scheduler assumes to invoke exactly this function.
-        self._scheduler_role = iam.Role(
+        self._scheduler_role = scheduler_role(
             self,
             "SchedulerRole",
-            assumed_by=iam.ServicePrincipal(
-                "scheduler.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
-            ),
             description=f"InferStack {config.name}: drift schedules invoke the drift check",
+            invokes=self.function.function_arn,
+            queue=self.dead_letter_queue,
         )
-        # Not grant_invoke: that also allows every version and alias (function:*).
-        self._scheduler_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["lambda:InvokeFunction"], resources=[self.function.function_arn]
-            )
-        )
-        self.dead_letter_queue.grant_send_messages(self._scheduler_role)
 
     def add_model(self, model: ModelBase) -> scheduler.CfnSchedule:
         """A schedule (model.drift.schedule) that checks `model` against its threshold."""
@@ -179,23 +174,19 @@ class DriftCheck(Construct):
             schedule_expression=model.drift.schedule,
             flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
             state="ENABLED",
-            target=scheduler.CfnSchedule.TargetProperty(
+            target=schedule_target(
                 arn=self.function.function_arn,
-                role_arn=self._scheduler_role.role_arn,
-                input=json.dumps(
+                role=self._scheduler_role,
+                payload=json.dumps(
                     {
                         "model": model.name,
                         "threshold": model.drift.threshold,
                         "window_minutes": window_minutes(model.drift.schedule),
                     }
                 ),
-                retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
-                    maximum_event_age_in_seconds=_MAX_EVENT_AGE_S,
-                    maximum_retry_attempts=_MAX_RETRIES,
-                ),
-                dead_letter_config=scheduler.CfnSchedule.DeadLetterConfigProperty(
-                    arn=self.dead_letter_queue.queue_arn
-                ),
+                dead_letter_queue=self.dead_letter_queue,
+                max_event_age_s=_MAX_EVENT_AGE_S,
+                retries=_MAX_RETRIES,
             ),
         )
 

@@ -2,8 +2,9 @@
 
 The stack passes in the image (images.inference_image, one per architecture); the
 function's log group and execution role are the shared ones from function.py. A model with
-cold_start = "snapstart" gets Lambda SnapStart on its published versions, and a metric
-filter that turns Lambda's "Restore Duration" into a metric.
+cold_start = "snapstart" gets Lambda SnapStart on its published versions, a metric
+filter that turns Lambda's "Restore Duration" into a metric, and a schedule that keeps its live
+version Active (keep_active.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from infra.constructs.capture import CaptureDelivery
 from infra.constructs.common import suppress_object_wildcards
 from infra.constructs.function import execution_role, function_log_group
 from infra.constructs.images import lambda_architecture
+from infra.constructs.keep_active import KeepActive
 from infra.constructs.model_store import model_read_prefixes
 from infra.constructs.monitoring import restore_duration_namespace
 
@@ -173,6 +175,13 @@ class LambdaInference(Construct):
         )
         self.restore_duration = (
             restore_duration_filter(self, config=config, model=model, log_group=log_group)
+            if snap_start is not None
+            else None
+        )
+        # A SnapStart version invoked by nobody for 14 days goes Inactive: a scheduled health
+        # check through the alias keeps the live one Active (keep_active.py).
+        self.keep_active = (
+            KeepActive(self, "KeepActive", config=config, model=model, alias=self.alias)
             if snap_start is not None
             else None
         )
