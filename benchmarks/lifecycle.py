@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Config, demo_model, onnx_light_model
+from benchmarks.common import Config, demo_model, onnx_light_model, scoped_environ
 
 NAME = "lifecycle"
 TARGET = "none set: report validation time (light_resnet50) and upload-to-live time (moto)"
@@ -74,39 +74,28 @@ def _upload_to_live(runs: int) -> dict[str, Any]:
                                         "object": {"key": [{"prefix": "uploads/"}]}}}}}}},
         BUCKET,
     )  # fmt: skip
-    saved = {
-        k: os.environ.get(k) for k in (*CREDENTIALS, "AWS_ENDPOINT_URL", "INFERSTACK_CACHE_DIR")
-    }
     times: list[float] = []
-    try:
-        os.environ.update(CREDENTIALS)
-        with tempfile.TemporaryDirectory() as cache:
-            os.environ["INFERSTACK_CACHE_DIR"] = cache
-            import onnx
+    with scoped_environ(CREDENTIALS), tempfile.TemporaryDirectory() as cache:
+        os.environ["INFERSTACK_CACHE_DIR"] = cache
+        import onnx
 
-            model = onnx.load(demo_model().path)
-            for endpoint in moto_server():
-                os.environ["AWS_ENDPOINT_URL"] = endpoint
-                world = LifecycleWorld(endpoint, pattern)
-                for index in range(runs):
-                    # Each upload is new content (a release each time), as a retrained model is.
-                    model.doc_string = f"retrained {index}"
-                    body = model.SerializeToString()
-                    began = time.perf_counter()
-                    world.s3.put_object(Bucket=BUCKET, Key=f"uploads/wine/{index}.onnx", Body=body)
-                    world.pump()
-                    served = world.served_version()
-                    times.append(time.perf_counter() - began)
-                    if served != str(index + 1):
-                        raise RuntimeError(
-                            f"upload {index} did not go live: {served} {world.results[-1:]}"
-                        )
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        model = onnx.load(demo_model().path)
+        for endpoint in moto_server():
+            os.environ["AWS_ENDPOINT_URL"] = endpoint
+            world = LifecycleWorld(endpoint, pattern)
+            for index in range(runs):
+                # Each upload is new content (a release each time), as a retrained model is.
+                model.doc_string = f"retrained {index}"
+                body = model.SerializeToString()
+                began = time.perf_counter()
+                world.s3.put_object(Bucket=BUCKET, Key=f"uploads/wine/{index}.onnx", Body=body)
+                world.pump()
+                served = world.served_version()
+                times.append(time.perf_counter() - began)
+                if served != str(index + 1):
+                    raise RuntimeError(
+                        f"upload {index} did not go live: {served} {world.results[-1:]}"
+                    )
     return {
         "runs": runs,
         "model": "wine.onnx",

@@ -37,6 +37,7 @@ from benchmarks.common import (
     md_table,
     model_input,
     onnx_light_model,
+    scoped_environ,
     work_dir,
 )
 
@@ -77,16 +78,8 @@ def _released(models: list[BenchModel]) -> Iterator[dict[str, str]]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    saved = {key: os.environ.get(key) for key in fake}
-    os.environ.update(fake)  # for the boto3 client below; restored after
-    try:
+    with scoped_environ(fake):  # for the boto3 client below
         yield from _release_each(models, fake)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _release_each(models: list[BenchModel], fake: dict[str, str]) -> Iterator[dict[str, str]]:
