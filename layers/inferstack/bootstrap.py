@@ -5,13 +5,13 @@ Kept apart from the modules it wires so each stays testable with explicit argume
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from inferstack.aws_lambda import LambdaEntry
 from inferstack.capture import Capture
 from inferstack.dataplane import DataPlane
 from inferstack.models import ModelRepository, OnnxModel
-from inferstack.settings import DEFAULT_MAX_QUEUE_SIZE, ModelConfig, Settings
+from inferstack.settings import ModelConfig, Settings
 from inferstack.telemetry import PowertoolsTelemetry, Telemetry
 
 if TYPE_CHECKING:
@@ -20,32 +20,11 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from inferstack.models.base import Model
-    from inferstack.models.batching import DynamicBatcher
+    from inferstack.models.batching import BatchPolicy, DynamicBatcher
     from inferstack.server.gpu_metrics import GpuSampler
 
 # Models a server loads at once (each in its own daemon thread).
 PARALLEL_LOADS = 4
-
-
-class Batching(NamedTuple):
-    """The server's dynamic batching (inferstack.models.batching.BatchPolicy's fields)."""
-
-    max_batch_size: int = 1
-    max_queue_delay_us: int = 0
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
-    queue_timeout_us: int = 0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Batching:
-        return cls(
-            settings.max_batch_size,
-            settings.max_queue_delay_us,
-            settings.max_queue_size,
-            settings.queue_timeout_us,
-        )
-
-
-NO_BATCHING = Batching()
 
 
 def lambda_entry_from_env(environ: Mapping[str, str] | None = None) -> LambdaEntry:
@@ -127,7 +106,7 @@ def server_app(
     threads: int | None = None,
     cache_dir: str | None = None,
     load_in_background: bool = True,
-    batching: Batching = NO_BATCHING,
+    batching: BatchPolicy | None = None,
     gpu_sampler: GpuSampler | None = None,
     backend: str = "auto",
     precision: str = "fp32",
@@ -135,23 +114,25 @@ def server_app(
     """The FastAPI app for `inferstack serve`; models load off the loop after start-up
     (readiness reports them as loading until then), each failure isolated. Each model runs
     on the backend `backend` picks (models/select.py: TensorRT on a GPU, else ONNX Runtime)
-    behind a dynamic batcher (`install_batchers`)."""
+    behind a dynamic batcher (`install_batchers`; `batching` None: join nothing, the default
+    queue bound)."""
     from contextlib import asynccontextmanager
 
-    from inferstack.models.select import describe, make_model
+    from inferstack.models.batching import BatchPolicy
+    from inferstack.models.select import describe, make_models
     from inferstack.server.app import create_app
 
-    choices = [
-        make_model(
-            m,
-            backend=backend,
-            precision=precision,
-            threads=threads,
-            cache_dir=cache_dir,
-            max_batch_size=batching.max_batch_size,
-        )
-        for m in models
-    ]
+    if batching is None:
+        batching = BatchPolicy()
+
+    choices = make_models(
+        models,
+        backend=backend,
+        precision=precision,
+        threads=threads,
+        cache_dir=cache_dir,
+        max_batch_size=batching.max_batch_size,
+    )
     repository = ModelRepository((c.model for c in choices), recheck_in_background=True)
     # BatchSize and QueueTime go wherever the host's request metrics go.
     batchers = install_batchers(
@@ -205,7 +186,7 @@ def load_in_daemon_threads(repository: ModelRepository) -> None:
 
 def install_batchers(
     models: Iterable[Model],
-    batching: Batching,
+    policy: BatchPolicy,
     *,
     identity: tuple[str, str, str] | None = None,
 ) -> list[DynamicBatcher]:
@@ -216,13 +197,12 @@ def install_batchers(
 
     The Lambda host never calls this: it serves one request per environment.
     """
-    from inferstack.models.batching import BatchMetrics, BatchPolicy, DynamicBatcher
+    from inferstack.models.batching import BatchMetrics, DynamicBatcher
 
-    policy = BatchPolicy(*batching)
-    publish = identity is not None and batching.max_batch_size > 1
+    publish = identity if policy.max_batch_size > 1 else None
     batchers = []
     for model in models:
-        metrics = BatchMetrics(identity, model.name) if publish and identity else None
+        metrics = BatchMetrics(publish, model.name) if publish is not None else None
         model.batcher = DynamicBatcher(model, policy, metrics=metrics)
         batchers.append(model.batcher)
     return batchers
@@ -240,6 +220,18 @@ async def drain(batchers: Iterable[DynamicBatcher]) -> None:
     )
 
 
+def batch_policy(settings: Settings) -> BatchPolicy:
+    """The dynamic batching and queue bound the settings ask for."""
+    from inferstack.models.batching import BatchPolicy
+
+    return BatchPolicy(
+        settings.max_batch_size,
+        settings.max_queue_delay_us,
+        settings.max_queue_size,
+        settings.queue_timeout_us,
+    )
+
+
 def server_app_from_settings(settings: Settings) -> FastAPI:
     """`server_app` for every model and option `settings` names (`inferstack serve`)."""
     return server_app(
@@ -249,7 +241,7 @@ def server_app_from_settings(settings: Settings) -> FastAPI:
         capture=capture_for(settings),
         threads=settings.threads,
         cache_dir=settings.cache_dir,
-        batching=Batching.from_settings(settings),
+        batching=batch_policy(settings),
         gpu_sampler=gpu_sampler_for(settings),
         backend=settings.backend,
         precision=settings.precision,

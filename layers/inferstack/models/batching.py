@@ -31,6 +31,7 @@ from inferstack.names import (
     METRIC_BATCH_SIZE,
     METRIC_QUEUE_TIME,
 )
+from inferstack.settings import DEFAULT_MAX_QUEUE_SIZE
 from inferstack.telemetry import MAX_EMF_VALUES, emf_document, write_line
 
 if TYPE_CHECKING:
@@ -42,9 +43,11 @@ logger = logging.getLogger(__name__)
 
 
 class BatchPolicy(NamedTuple):
-    max_batch_size: int = 1
+    """A model's batching and queue bound (Settings' fields of the same names)."""
+
+    max_batch_size: int = 1  # 1: join nothing (the queue bound still holds)
     max_queue_delay_us: int = 0
-    max_queue_size: int = 128
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     queue_timeout_us: int = 0  # 0: wait as long as it takes
 
 
