@@ -39,19 +39,49 @@ class BackendChoice(NamedTuple):
         return {**entry, "reason": self.reason} if self.reason else entry
 
 
-def make_model(
-    config: ModelConfig,
+def make_models(
+    configs: Iterable[ModelConfig],
     *,
     backend: str = "auto",
     precision: str = "fp32",
     threads: int | None = None,
     cache_dir: str | None = None,
     max_batch_size: int = 1,
-) -> BackendChoice:
-    """The model for `config` on the backend `backend` asks for (see the module)."""
+) -> list[BackendChoice]:
+    """A model for each of `configs` on the backend `backend` asks for (see the module);
+    the host is probed once for all of them."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     choice = _choose(backend)
+    return [
+        _make(
+            config,
+            choice,
+            backend=backend,
+            precision=precision,
+            threads=threads,
+            cache_dir=cache_dir,
+            max_batch_size=max_batch_size,
+        )
+        for config in configs
+    ]
+
+
+def make_model(config: ModelConfig, **options: Any) -> BackendChoice:
+    """`make_models` for one model."""
+    return make_models([config], **options)[0]
+
+
+def _make(
+    config: ModelConfig,
+    choice: tuple[str, str],
+    *,
+    backend: str,
+    precision: str,
+    threads: int | None,
+    cache_dir: str | None,
+    max_batch_size: int,
+) -> BackendChoice:
     if choice[0] == "tensorrt":
         model: Model = TensorRTModel(
             config.name,
