@@ -65,8 +65,6 @@ class TensorRTModel(Model):
         self.max_batch_size = max_batch_size
         # Set when this host cannot run TensorRT at all (backend forced): load() says why.
         self.unavailable = unavailable
-        self.batchable = False
-        self.max_rows: int | None = None
         self.build_info: dict[str, Any] = {}
         self._profiles: Profiles | None = None
         self._engine: Engine | None = None
