@@ -4,6 +4,7 @@ an upload and the S3 event AWS sends for it, and a request through the alias."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,17 @@ def use_fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
 def versioned_bucket(s3: Any, bucket: str) -> None:
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+def put_artifact(
+    s3: Any, bucket: str, data: bytes, name: str = "model.onnx", model: str = "wine"
+) -> dict[str, Any]:
+    """`data` stored where the promoter stores an artifact (models/<model>/<sha256>/<name>),
+    and its reference as a release record holds it."""
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"models/{model}/{digest}/{name}"
+    put = s3.put_object(Bucket=bucket, Key=key, Body=data)
+    return {"bucket": bucket, "key": key, "version_id": put["VersionId"], "sha256": digest}
 
 
 def inference_function(client: Any, *, function: str, bucket: str, model: str = "wine") -> str:

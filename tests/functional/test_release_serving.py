@@ -28,7 +28,7 @@ from .conftest import (
     json_infer_body,
     reference_rows,
 )
-from .deployed import use_fake_aws, versioned_bucket
+from .deployed import put_artifact, use_fake_aws, versioned_bucket
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -49,15 +49,8 @@ def s3(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[S3Clie
         yield client
 
 
-def put_artifact(s3: S3Client, data: bytes, name: str = "model.onnx") -> dict[str, Any]:
-    digest = hashlib.sha256(data).hexdigest()
-    key = f"models/wine/{digest}/{name}"
-    put = s3.put_object(Bucket=BUCKET, Key=key, Body=data)
-    return {"bucket": BUCKET, "key": key, "version_id": put["VersionId"], "sha256": digest}
-
-
 def release(s3: S3Client, release_id: str, data: bytes, *, live: bool) -> None:
-    record = {"model": "wine", "release": release_id, "artifact": put_artifact(s3, data)}
+    record = {"model": "wine", "release": release_id, "artifact": put_artifact(s3, BUCKET, data)}
     s3.put_object(Bucket=BUCKET, Key=manifest_key("wine", release_id), Body=json.dumps(record))
     if live:
         s3.put_object(Bucket=BUCKET, Key=live_pointer_key("wine"), Body=json.dumps(record))
@@ -177,8 +170,8 @@ def test_a_bundle_release_loads_its_external_data(s3: S3Client, tmp_path: Path) 
     onnx.save_model(
         model, path, save_as_external_data=True, location="weights.bin", size_threshold=0
     )
-    artifact = put_artifact(s3, path.read_bytes())
-    data = put_artifact(s3, (tmp_path / "weights.bin").read_bytes(), "weights.bin")
+    artifact = put_artifact(s3, BUCKET, path.read_bytes())
+    data = put_artifact(s3, BUCKET, (tmp_path / "weights.bin").read_bytes(), "weights.bin")
     record = {
         "model": "wine",
         "release": "4",

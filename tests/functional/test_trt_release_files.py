@@ -3,7 +3,6 @@ made at release time), the FP32 original, the reference sample and the bundle se
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from inferstack.names import live_pointer_key, manifest_key
 from inferstack.release_pointer import fetch_release, fetch_release_files
 
 from .conftest import DEMO_MODEL
-from .deployed import use_fake_aws, versioned_bucket
+from .deployed import put_artifact, use_fake_aws, versioned_bucket
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,16 +39,9 @@ def s3(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> Iterator[S3Clie
         yield client
 
 
-def artifact(s3: S3Client, data: bytes, name: str) -> dict[str, Any]:
-    digest = hashlib.sha256(data).hexdigest()
-    key = f"models/wine/{digest}/{name}"
-    put = s3.put_object(Bucket=BUCKET, Key=key, Body=data)
-    return {"bucket": BUCKET, "key": key, "version_id": put["VersionId"], "sha256": digest}
-
-
 def publish(s3: S3Client, manifest_fields: dict[str, Any]) -> None:
     """Release r3 of wine, live; the pointer holds only the release and its artifact."""
-    model = artifact(s3, DEMO_MODEL.read_bytes(), "model.onnx")
+    model = put_artifact(s3, BUCKET, DEMO_MODEL.read_bytes(), "model.onnx")
     manifest = {"model": "wine", "release": "r3", "artifact": model, **manifest_fields}
     s3.put_object(Bucket=BUCKET, Key=manifest_key("wine", "r3"), Body=json.dumps(manifest))
     pointer = {"model": "wine", "release": "r3", "artifact": model}
@@ -59,11 +51,11 @@ def publish(s3: S3Client, manifest_fields: dict[str, Any]) -> None:
 def test_the_fp16_copy_reference_and_settings_come_from_the_manifest(s3: S3Client) -> None:
     sample = io.BytesIO()
     np.save(sample, np.ones((2, 13), np.float32))
-    reference = artifact(s3, sample.getvalue(), "reference.npy")
+    reference = put_artifact(s3, BUCKET, sample.getvalue(), "reference.npy")
     publish(
         s3,
         {
-            "variants": {"fp16": {"artifact": artifact(s3, FP16, "model.fp16.onnx")}},
+            "variants": {"fp16": {"artifact": put_artifact(s3, BUCKET, FP16, "model.fp16.onnx")}},
             "reference": {"key": reference["key"], "version_id": reference["version_id"]},
             "settings": {"profiles": {"features": {"min": [1, 13]}}},
         },
@@ -96,7 +88,7 @@ def test_a_release_from_before_fp16_was_asked_serves_fp32_and_says_so(s3: S3Clie
 
 
 def test_a_tampered_fp16_copy_is_refused(s3: S3Client) -> None:
-    copy = artifact(s3, FP16, "model.fp16.onnx")
+    copy = put_artifact(s3, BUCKET, FP16, "model.fp16.onnx")
     s3.put_object(Bucket=BUCKET, Key=copy["key"], Body=b"tampered")
     copy.pop("version_id")  # the key's newest version: the tampered one
     publish(s3, {"variants": {"fp16": {"artifact": copy}}})
