@@ -73,39 +73,30 @@ def run(config: Config) -> dict[str, Any]:
 def _released(models: list[BenchModel]) -> Iterator[dict[str, str]]:
     """moto's S3 server on loopback with each model released and live, as the promoter
     leaves it; yields the environment a child needs to reach it."""
-    fake = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    with scoped_environ(fake):  # for the boto3 client below
-        yield from _release_each(models, fake)
-
-
-def _release_each(models: list[BenchModel], fake: dict[str, str]) -> Iterator[dict[str, str]]:
     import boto3
 
     from inferstack.release.store import ReleaseStore
-    from tests.lifecycle_world import moto_server
+    from tests.functional.deployed import versioned_bucket
+    from tests.lifecycle_world import CREDENTIALS, moto_server
 
-    for endpoint in moto_server():
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        store = ReleaseStore(s3, BUCKET)
-        for model in models:
-            digest = hashlib.sha256(model.path.read_bytes()).hexdigest()
-            artifact = store.put_artifact(model.name, digest, "model.onnx", model.path)
-            release = store.create_release(model.name, {"artifact": artifact.to_json()})
-            store.set_live(
-                model.name,
-                release.release,
-                by="benchmark",
-                action="promote",
-                reason=None,
-                expected=None,
-            )
-        yield {**fake, "AWS_ENDPOINT_URL_S3": endpoint}
+    with scoped_environ(CREDENTIALS):  # for the boto3 client below
+        for endpoint in moto_server():
+            s3 = boto3.client("s3", endpoint_url=endpoint)
+            versioned_bucket(s3, BUCKET)
+            store = ReleaseStore(s3, BUCKET)
+            for model in models:
+                digest = hashlib.sha256(model.path.read_bytes()).hexdigest()
+                artifact = store.put_artifact(model.name, digest, "model.onnx", model.path)
+                release = store.create_release(model.name, {"artifact": artifact.to_json()})
+                store.set_live(
+                    model.name,
+                    release.release,
+                    by="benchmark",
+                    action="promote",
+                    reason=None,
+                    expected=None,
+                )
+            yield {**CREDENTIALS, "AWS_ENDPOINT_URL_S3": endpoint}
 
 
 def _init_by_part(model: BenchModel, env: dict[str, str], reps: int) -> dict[str, Any]:
